@@ -1,0 +1,46 @@
+"""The small frozen types at the centre of the agent.
+
+`Reading` is what a driver produces and what the queue stores; `QueuedReading` is a reading
+after the queue gave it its gateway-wide `seq`. This module imports nothing else of ours.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Final
+
+Value = bool | int | float | str | None
+
+GOOD: Final = "good"
+"""Quality of a reading whose value was read and decoded as configured."""
+
+
+def now_ms() -> int:
+    """Wall-clock time as UTC epoch milliseconds (the reading timestamp unit)."""
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    """One value of one metric of one device at one instant.
+
+    `quality` is "good" or a short snake_case word saying why not (e.g. "timeout",
+    "illegal_address", "decode_error"); a reading that is not good carries `value=None`
+    unless the driver could still say something useful.
+    """
+
+    device: str
+    metric: str
+    value: Value
+    unit: str | None
+    ts: int
+    quality: str = GOOD
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedReading:
+    """A reading as stored in the queue: `seq` grows by one per reading per gateway, forever."""
+
+    seq: int
+    reading: Reading
