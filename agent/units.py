@@ -73,7 +73,10 @@ ByteSize = Annotated[
         {
             "anyOf": [
                 {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": r"(?i)^\s*[0-9]+(\.[0-9]+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$"},
+                {
+                    "type": "string",
+                    "pattern": r"(?i)^\s*[0-9]+(\.[0-9]+)?\s*(b|kb|mb|gb|tb|kib|mib|gib|tib)?\s*$",
+                },
             ],
             "description": "bytes, or a number with a unit: 100kB, 512MB, 2GiB",
         }
