@@ -9,7 +9,7 @@ failures of single points.
 
 from __future__ import annotations
 
-from typing import ClassVar, Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -39,7 +39,12 @@ class DeviceConfig(Strict):
 class Driver(Protocol):
     """One device's driver instance. Not thread-safe: the core never calls it concurrently."""
 
-    config: DeviceConfig
+    @property
+    def config(self) -> DeviceConfig:
+        """The validated device config the driver was built from."""
+
+    def metrics(self) -> list[tuple[str, str | None]]:
+        """(metric, unit) of every reading a poll yields; failed polls report these as missing."""
 
     def open(self) -> None:
         """Open the transport. May raise DriverError; the core retries with backoff."""
@@ -51,9 +56,10 @@ class Driver(Protocol):
         """Release the transport. Never raises."""
 
 
-class DriverFactory(Protocol):
-    """A driver class: built from its validated config model."""
+class DriverClass(Protocol):
+    """A driver class: carries its config model and is built from a validated instance of it."""
 
-    config_model: ClassVar[type[DeviceConfig]]
+    @property
+    def config_model(self) -> type[DeviceConfig]: ...
 
-    def __call__(self, config: DeviceConfig) -> Driver: ...
+    def __call__(self, config: Any) -> Driver: ...

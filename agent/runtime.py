@@ -1,0 +1,97 @@
+"""Wires the agent together and owns its process life: start, signals, clean stop.
+
+config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher. Stopping runs the
+chain backwards: polls in progress finish and are queued, in-flight messages get a short grace
+for their PUBACKs (what is not acknowledged stays queued for next time), `offline` is published,
+and the database is closed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from types import FrameType
+
+import drivers
+from agent import __version__, log
+from agent.config import AgentConfig, load_config
+from agent.errors import ConfigError, QueueError
+from agent.forwarder import Forwarder
+from agent.publisher import Publisher
+from agent.queue import Queue
+from agent.scheduler import DeviceRunner, Scheduler
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+class Agent:
+    """One running agent built from a validated config."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self.config = config
+        gw, mq = config.gateway.id, config.mqtt
+        self.queue = Queue(config.queue.path, config.queue.synchronous)
+        self.forwarder = Forwarder(
+            self.queue, gw, mq.topic_prefix, mq.batch_size, mq.max_inflight,
+            ack_timeout=max(30.0, 2 * mq.keepalive), retry_delay=mq.reconnect_min,
+        )
+        self.queue.set_listener(self.forwarder.notify)
+        devices = [d for d in config.devices if d.enabled]
+        self.publisher = Publisher(mq, gw, [d.name for d in devices],
+                                   on_ack=self.forwarder.on_ack, on_connect=self.forwarder.notify)
+        self.forwarder.uplink = self.publisher
+        self.runners = [DeviceRunner(drivers.create(d), self.queue) for d in devices]
+        self.scheduler = Scheduler(self.runners)
+        self._log = log.get("agent")
+        self._stopped = False
+
+    def start(self) -> None:
+        self.publisher.start()
+        self.forwarder.start()
+        self.scheduler.start()
+        stats = self.queue.stats()
+        self._log.info("agent started", version=__version__, gateway=self.config.gateway.id,
+                       devices=len(self.runners), queued=stats.depth, queue=str(self.queue.path))
+
+    def stop(self) -> None:
+        """Stop everything, in reverse order; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.scheduler.stop()
+        self.forwarder.stop(grace=2.0)
+        self.publisher.stop()
+        stats = self.queue.stats()
+        self.queue.close()
+        self._log.info("agent stopped", published=self.forwarder.published,
+                       left_queued=stats.depth)
+
+
+def run(config_path: str, stop: threading.Event | None = None) -> int:
+    """`edge-agent run`: load, start, wait for SIGINT/SIGTERM (or `stop`), stop cleanly."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"edge-agent: invalid config, not starting:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.setup(config.log.level, config.log.format)
+    stop = stop or threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.get("agent").info("stop requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+    try:
+        agent = Agent(config)
+    except QueueError as exc:
+        log.get("queue").error("cannot start", error=str(exc))
+        return EXIT_FAILURE
+    agent.start()
+    while not stop.wait(0.5):
+        pass
+    agent.stop()
+    return EXIT_OK

@@ -1,0 +1,131 @@
+"""Polling: one APScheduler job per device, and the core's wrapper around each driver.
+
+`DeviceRunner` owns everything a driver must not: opening on demand, exponential backoff (capped)
+for a device that stops answering, logging a failure once and its recovery, turning a failed
+poll into readings that say why (`value=None`, quality = the error's word), and writing each
+poll's readings to the queue in one transaction. `Scheduler` runs the runners at their own
+intervals on a thread pool; a job never overlaps itself (`max_instances=1`, `coalesce`), so a
+slow device skips beats instead of piling up polls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from agent import log
+from agent.errors import DriverError, QueueError
+from agent.model import Reading, now_ms
+from agent.queue import Queue
+from drivers.base import Driver
+
+BACKOFF_MAX = 60.0
+"""Longest wait between attempts at a device that stopped answering (seconds)."""
+
+
+class DeviceRunner:
+    """Polls one driver and queues what it yields; never raises into the scheduler."""
+
+    def __init__(self, driver: Driver, queue: Queue, backoff_max: float = BACKOFF_MAX) -> None:
+        self.driver = driver
+        self.name = driver.config.name
+        self.interval = driver.config.interval
+        self._queue = queue
+        self._backoff_max = max(backoff_max, self.interval)
+        self._failures = 0
+        self._next_attempt = 0.0
+        self._open = False
+        self._lock = threading.Lock()
+        self._log = log.get("poll", self.name)
+        self._device_ep = log.Episode(self._log, "device failing", "device back online")
+        self._queue_ep = log.Episode(log.get("queue", self.name), "queue write failed",
+                                     "queue write ok")
+        self.polls = 0
+        self.last_error: str | None = None
+
+    @property
+    def online(self) -> bool:
+        return self._failures == 0
+
+    def poll_once(self) -> None:
+        """One scheduled beat: poll (unless backing off), queue the readings."""
+        with self._lock:
+            if time.monotonic() < self._next_attempt:
+                return
+            readings = self._poll()
+            self.polls += 1
+        try:
+            self._queue.put(readings)
+        except QueueError as exc:
+            self._queue_ep.failed("write", error=str(exc), lost=len(readings))
+        else:
+            self._queue_ep.recovered()
+
+    def _poll(self) -> list[Reading]:
+        try:
+            if not self._open:
+                self.driver.open()
+                self._open = True
+            readings = self.driver.poll()
+        except DriverError as exc:
+            return self._failed(exc)
+        except Exception as exc:  # a driver bug must not stop the other devices
+            self._log.exception("driver crashed", error=repr(exc))
+            return self._failed(DriverError(f"driver crashed: {exc!r}"))
+        if self._failures:
+            self._device_ep.recovered()
+        self._failures = 0
+        self._next_attempt = 0.0
+        self.last_error = None
+        return readings
+
+    def _failed(self, exc: DriverError) -> list[Reading]:
+        self.driver.close()
+        self._open = False
+        self._failures += 1
+        self.last_error = str(exc)
+        delay = min(self.interval * 2 ** (self._failures - 1), self._backoff_max)
+        self._next_attempt = time.monotonic() + delay - self.interval * 0.5
+        self._device_ep.failed(exc.quality, error=str(exc), retry_in_s=round(delay, 2))
+        ts = now_ms()
+        return [Reading(self.name, metric, None, unit, ts, exc.quality)
+                for metric, unit in self.driver.metrics()]
+
+    def close(self) -> None:
+        with self._lock:
+            self.driver.close()
+            self._open = False
+
+
+class Scheduler:
+    """Runs each runner's `poll_once` at its interval on a thread pool."""
+
+    def __init__(self, runners: Sequence[DeviceRunner]) -> None:
+        self.runners = list(runners)
+        self._sched = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max(4, len(self.runners) + 1))},
+            job_defaults={"coalesce": True, "max_instances": 1},
+            timezone="UTC",
+        )
+
+    def start(self) -> None:
+        for r in self.runners:
+            self._sched.add_job(
+                r.poll_once, IntervalTrigger(seconds=r.interval), id=r.name, name=r.name,
+                next_run_time=datetime.now(UTC), misfire_grace_time=max(1, round(r.interval)),
+            )
+        self._sched.start()
+
+    def stop(self) -> None:
+        """Stop scheduling; wait for polls in progress to finish and be queued."""
+        if self._sched.running:
+            self._sched.shutdown(wait=True)
+        for r in self.runners:
+            r.close()
+
