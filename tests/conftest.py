@@ -1,0 +1,46 @@
+"""Fixtures that start real peers: a private Mosquitto on a free loopback port, pymodbus servers,
+and a subscriber that records what the platform would receive. Peers are stopped by the pid or
+handle that started them; nothing here touches the system broker on port 1883."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from agent.localbroker import LocalBroker, find_mosquitto, free_port
+from agent.simulator import ModbusSimulator
+from tests.support import Collector
+
+
+@pytest.fixture(scope="session")
+def mosquitto_bin() -> str:
+    try:
+        return find_mosquitto()
+    except RuntimeError as exc:
+        pytest.fail(f"{exc} (or run: bash .ci/run, which installs it)")
+
+
+@pytest.fixture
+def broker(tmp_path: Path, mosquitto_bin: str) -> Iterator[LocalBroker]:
+    b = LocalBroker(tmp_path / "broker", persistent=True)
+    b.start()
+    yield b
+    b.stop()
+
+
+@pytest.fixture
+def collector(broker: LocalBroker) -> Iterator[Collector]:
+    c = Collector(broker.port)
+    yield c
+    c.stop()
+    assert not c.invalid, f"messages that break the published schemas: {c.invalid[:3]}"
+
+
+@pytest.fixture
+def plc() -> Iterator[ModbusSimulator]:
+    sim = ModbusSimulator(port=free_port(), units=(1, 2))
+    sim.start()
+    yield sim
+    sim.stop()

@@ -1,0 +1,129 @@
+"""Test helpers shared by the suite: polling waits, the schema-validating MQTT collector, and
+config builders. Fixtures that start peers live in conftest.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMAS = ROOT / "config" / "schemas"
+EDGE_AGENT = [str(Path(sys.executable).parent / "edge-agent")]
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
+               what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    schema = json.loads((SCHEMAS / name).read_text())
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+TELEMETRY = _validator("telemetry.schema.json")
+STATUS = _validator("status.schema.json")
+
+
+class Collector:
+    """Subscribes to `#` (QoS 1, persistent session) and keeps every message, validated.
+
+    Its session survives a broker restart (the broker fixture is persistent), so messages the
+    agent publishes while the collector is still reconnecting are kept for it, not lost.
+    """
+
+    def __init__(self, port: int, client_id: str = "test-collector") -> None:
+        self.messages: list[tuple[str, dict[str, Any], bool]] = []
+        self.invalid: list[str] = []
+        self._cond = threading.Condition()
+        self._subscribed = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        c.reconnect_delay_set(0.1, 0.5)
+        c.on_connect = lambda cl, *_: cl.subscribe("#", qos=1)
+        c.on_subscribe = lambda *_: self._subscribed.set()
+        c.on_message = self._on_message
+        c.connect("127.0.0.1", port)
+        c.loop_start()
+        self.client = c
+        if not self._subscribed.wait(5):
+            raise RuntimeError("collector could not subscribe")
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            body = json.loads(msg.payload)
+            validator = STATUS if msg.topic.endswith("/status") else TELEMETRY
+            errors = [e.message for e in validator.iter_errors(body)]
+        except ValueError as exc:
+            body, errors = {}, [f"not JSON: {exc}"]
+        with self._cond:
+            if errors:
+                self.invalid.append(f"{msg.topic}: {errors}")
+            self.messages.append((msg.topic, body, msg.retain))
+            self._cond.notify_all()
+
+    def telemetry(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [b for t, b, _ in self.messages if t.endswith("/telemetry")]
+
+    def statuses(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [b for t, b, _ in self.messages if t.endswith("/status")]
+
+    def readings(self) -> list[dict[str, Any]]:
+        """Every reading received, in arrival order, with its device added."""
+        return [dict(r, device=m["device"]) for m in self.telemetry() for r in m["readings"]]
+
+    def seqs(self) -> set[int]:
+        return {r["seq"] for r in self.readings()}
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def write_config(path: Path, *, broker_port: int, devices: list[dict[str, Any]],
+                 queue: str = "queue.db", **mqtt_extra: Any) -> Path:
+    """An agent.yaml for tests (JSON is valid YAML); returns its path."""
+    cfg = {
+        "gateway": {"id": "test-gw", "site": "lab"},
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "topic_prefix": "city",
+                 "reconnect_min": 1, "reconnect_max": 2, **mqtt_extra},
+        "queue": {"path": queue},
+        "log": {"level": "info", "format": "json"},
+        "devices": devices,
+    }
+    path.write_text(json.dumps(cfg, indent=2))
+    return path
+
+
+def modbus_device(name: str, port: int, unit: int = 1, interval: str = "100ms",
+                  points: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {
+        "name": name, "driver": "modbus_tcp", "host": "127.0.0.1", "port": port, "unit": unit,
+        "interval": interval, "timeout": "500ms",
+        "points": points or [
+            {"name": "turbidity", "table": "holding", "address": 100, "type": "float32",
+             "unit": "NTU"},
+            {"name": "chlorine", "table": "holding", "address": 102, "type": "uint16",
+             "scale": 0.01, "unit": "mg/L"},
+        ],
+    }
