@@ -100,7 +100,8 @@ class Publisher:
     def _handle_connect(self, client: mqtt.Client, _ud: Any, _flags: Any, reason: Any,
                         _props: Any) -> None:
         if reason.is_failure:
-            self._episode.failed(f"refused: {reason}", host=self._cfg.host, port=self._cfg.port)
+            self._episode.failed("down", cause=f"refused: {reason}", host=self._cfg.host,
+                                 port=self._cfg.port)
             return
         client.publish(self._status_topic,
                        encode_status(self._gateway, "online", now_ms(), __version__,
@@ -114,13 +115,14 @@ class Publisher:
             self._on_connect_hook()
 
     def _handle_connect_fail(self, _client: mqtt.Client, _ud: Any) -> None:
-        self._episode.failed("unreachable", host=self._cfg.host, port=self._cfg.port)
+        self._episode.failed("down", cause="unreachable", host=self._cfg.host,
+                             port=self._cfg.port)
 
     def _handle_disconnect(self, _client: mqtt.Client, _ud: Any, _flags: Any, reason: Any,
                            _props: Any) -> None:
         self.connected.clear()
         if not self._stopping:
-            self._episode.failed("disconnected", reason=str(reason))
+            self._episode.failed("down", cause=f"disconnected: {reason}")
 
     def _handle_publish(self, _client: mqtt.Client, _ud: Any, mid: int, reason: Any,
                         _props: Any) -> None:
