@@ -28,7 +28,7 @@ from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
 from agent.errors import ConfigError, ConfigIssue
-from agent.units import Duration, parse_duration
+from agent.units import ByteSize, Duration, parse_duration
 from drivers import CONFIG_MODELS
 from drivers.base import NAME_PATTERN, DeviceConfig, Strict
 
@@ -80,6 +80,24 @@ class QueueConfig(Strict):
     )
     synchronous: Literal["full", "normal"] = Field(
         default="full", description="SQLite synchronous mode: full survives power loss"
+    )
+
+    max_bytes: ByteSize = Field(
+        default=1_000_000_000, ge=0,
+        description="most bytes the queued readings may use; past it the oldest are evicted "
+        "(counted). 0: no bound",
+    )
+    max_age: Duration = Field(
+        default=0.0, ge=0, description="evict (counted) readings older than this. 0: no bound")
+    min_free: ByteSize = Field(
+        default=100_000_000, ge=0,
+        description="free disk space to keep on the queue's filesystem; below it the oldest "
+        "readings are evicted (counted). 0: no reserve",
+    )
+    backlog_rate: int = Field(
+        default=0, ge=0,
+        description="cap on backlog readings sent per second after an outage (live readings "
+        "are never held back). 0: no cap",
     )
 
     @field_check("path")

@@ -26,8 +26,13 @@ def status_topic(prefix: str, gateway: str) -> str:
     return f"{prefix}/{gateway}/status"
 
 
-def encode_telemetry(gateway: str, device: str, batch: Sequence[QueuedReading]) -> bytes:
-    """One device's readings, in seq order, as one telemetry message."""
+def encode_telemetry(gateway: str, device: str, batch: Sequence[QueuedReading],
+                     historical: bool = False) -> bytes:
+    """One device's readings, in seq order, as one telemetry message.
+
+    `historical`: the readings were queued while the uplink was down (backlog), so they may
+    arrive after newer live readings of the same device.
+    """
     readings = []
     for q in batch:
         r = q.reading
@@ -36,7 +41,8 @@ def encode_telemetry(gateway: str, device: str, batch: Sequence[QueuedReading]) 
             value, quality = None, "not_finite"  # JSON has no NaN/inf; say so instead
         readings.append({"seq": q.seq, "ts": r.ts, "metric": r.metric, "value": value,
                          "unit": r.unit, "quality": quality})
-    body = {"v": PAYLOAD_VERSION, "gateway": gateway, "device": device, "readings": readings}
+    body = {"v": PAYLOAD_VERSION, "gateway": gateway, "device": device,
+            "historical": historical, "readings": readings}
     return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
 
 

@@ -1,10 +1,14 @@
 """The loop between the queue and the uplink: take a batch, publish it, delete it on PUBACK.
 
-It owns the in-flight table (message id -> seqs it carried) and the send cursor (highest seq
-handed to the publisher). Acknowledgements arrive on paho's thread and are only recorded there;
-this thread turns them into deletions, in one transaction per wake-up. When an acknowledgement
-fails or never comes while connected (`ack_timeout`), the cursor rewinds to the oldest queued
-row and the rows are sent again with the same seqs: duplicates are possible, loss is not.
+It owns the in-flight table (message id -> seqs it carried) and two send positions: live rows
+(queued while connected, seq > `_live_after`) go first; backlog (rows queued while the uplink
+was down or before this start, kept as seq spans) drains beside them, flagged `historical`,
+within an optional readings/s cap so a fleet reconnecting at once does not flatten the platform.
+Within each stream a device's readings leave in seq order. Acknowledgements arrive on paho's
+thread and are only recorded there; this thread turns them into deletions, one transaction per
+wake-up. When an acknowledgement fails or never comes while connected (`ack_timeout`),
+everything still queued becomes backlog again and is re-sent with the same seqs: duplicates are
+possible, loss is not.
 """
 
 from __future__ import annotations
@@ -12,7 +16,6 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Protocol
 
 from agent import log
@@ -34,7 +37,7 @@ class Forwarder:
 
     def __init__(self, queue: Queue, gateway: str, topic_prefix: str, batch_size: int,
                  max_inflight: int, ack_timeout: float = 60.0,
-                 retry_delay: float = 1.0) -> None:
+                 retry_delay: float = 1.0, backlog_rate: float = 0) -> None:
         self._queue = queue
         self._gateway = gateway
         self._prefix = topic_prefix
@@ -45,14 +48,16 @@ class Forwarder:
         self.uplink: Uplink | None = None
         self._acks: deque[tuple[int, bool]] = deque()
         self._inflight: dict[int, tuple[list[int], float]] = {}
-        self._cursor = 0
+        self._live_after = 0  # live rows: seq > _live_after
+        self._backlog: list[list[int]] = []  # [after, before) seq spans still to send, oldest first
+        self._bucket = TokenBucket(backlog_rate)
         self._wake = threading.Event()
+        self._reconnected = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log = log.get("forward")
         self._episode = log.Episode(self._log, "forwarding failed", "forwarding resumed")
         self.published = 0  # readings acknowledged by the broker since start
-        self.on_idle: Callable[[], None] | None = None  # tests: called when nothing is pending
 
     # called from other threads
     def notify(self) -> None:
@@ -67,6 +72,7 @@ class Forwarder:
     def start(self) -> None:
         if self.uplink is None:
             raise RuntimeError("Forwarder.uplink must be set before start()")
+        self._rewind()  # what the last run left queued is backlog
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._thread.start()
 
@@ -92,6 +98,8 @@ class Forwarder:
         while not self._stop.is_set():
             self._wake.clear()
             try:
+                if self._reconnected.is_set():
+                    self._apply_reconnect()
                 self._process_acks()
                 sent = self._send_some()
             except (QueueError, PublishError) as exc:
@@ -99,7 +107,10 @@ class Forwarder:
                 self._stop.wait(self._retry_delay)
                 continue
             if not sent:
-                self._wake.wait(1.0)
+                delay = 1.0
+                if self._backlog and self._bucket.wait_time() > 0:
+                    delay = max(0.005, self._bucket.wait_time())
+                self._wake.wait(delay)
 
     def _process_acks(self) -> None:
         done: list[int] = []
@@ -123,12 +134,27 @@ class Forwarder:
             self._stop.wait(self._retry_delay)
 
     def _rewind(self) -> None:
-        """Forget what is in flight and start again from the oldest queued row."""
+        """Forget what is in flight; everything still queued becomes backlog to send again."""
         self._inflight.clear()
-        self._cursor = 0
+        boundary = self._queue.stats().next_seq
+        self._backlog = [[0, boundary]]
+        self._live_after = boundary - 1
+
+    def reconnected(self) -> None:
+        """paho's thread: the uplink (re)connected. Only flags it; the loop applies it."""
+        self._reconnected.set()
+        self._wake.set()
+
+    def _apply_reconnect(self) -> None:
+        """Rows queued since the last send and not yet sent become backlog (historical)."""
+        self._reconnected.clear()
+        boundary = self._queue.stats().next_seq
+        if boundary - 1 > self._live_after:
+            self._backlog.append([self._live_after, boundary])
+        self._live_after = max(self._live_after, boundary - 1)
 
     def _send_some(self) -> bool:
-        """Publish one window of rows; True if anything was sent."""
+        """Publish live rows first, then backlog within the rate cap; True if anything went."""
         assert self.uplink is not None
         if not self.uplink.connected.is_set():
             return False
@@ -137,14 +163,33 @@ class Forwarder:
             if time.monotonic() - oldest > self._ack_timeout:
                 self._episode.failed("ack_timeout", inflight=len(self._inflight))
                 self._rewind()
+        sent = False
         room = self._max_inflight - len(self._inflight)
-        if room <= 0:
-            return False
-        rows = self._queue.take(self._cursor, self._batch_size * min(room, 8))
-        if not rows:
-            if not self._inflight and self.on_idle is not None:
-                self.on_idle()
-            return False
+        if room > 0:
+            rows = self._queue.take(self._live_after, self._batch_size * min(room, 8))
+            if rows:
+                self._publish(rows, historical=False)
+                self._live_after = rows[-1].seq
+                sent = True
+        while self._backlog and self._max_inflight - len(self._inflight) > 0:
+            budget = self._bucket.available()
+            if budget < 1:
+                break
+            room = self._max_inflight - len(self._inflight)
+            span = self._backlog[0]
+            rows = self._queue.take(span[0], min(self._batch_size * min(room, 8), budget),
+                                    before_seq=span[1])
+            if not rows:
+                self._backlog.pop(0)
+                continue
+            self._publish(rows, historical=True)
+            self._bucket.spend(len(rows))
+            span[0] = rows[-1].seq
+            sent = True
+        return sent
+
+    def _publish(self, rows: list[QueuedReading], historical: bool) -> None:
+        assert self.uplink is not None
         by_device: dict[str, list[QueuedReading]] = {}
         for row in rows:
             by_device.setdefault(row.reading.device, []).append(row)
@@ -153,7 +198,33 @@ class Forwarder:
             topic = telemetry_topic(self._prefix, self._gateway, device)
             for i in range(0, len(batch), self._batch_size):
                 chunk = batch[i : i + self._batch_size]
-                mid = self.uplink.publish(topic, encode_telemetry(self._gateway, device, chunk))
+                payload = encode_telemetry(self._gateway, device, chunk, historical)
+                mid = self.uplink.publish(topic, payload)
                 self._inflight[mid] = ([q.seq for q in chunk], now)
-        self._cursor = rows[-1].seq
-        return True
+
+
+class TokenBucket:
+    """Readings per second, with a burst of one second's worth; rate 0 means no cap."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate = rate
+        self._tokens = rate
+        self._at = time.monotonic()
+
+    def available(self) -> int:
+        if not self.rate:
+            return 2**31
+        now = time.monotonic()
+        self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        return int(self._tokens)
+
+    def spend(self, n: int) -> None:
+        if self.rate:
+            self._tokens -= n
+
+    def wait_time(self) -> float:
+        """Seconds until one token is available (0 if uncapped or available now)."""
+        if not self.rate or self._tokens >= 1:
+            return 0.0
+        return (1 - self._tokens) / self.rate

@@ -1,37 +1,56 @@
 """The durable store-and-forward queue: every reading lives here until the broker acknowledged it.
 
-Invariants (each is tested in tests/test_queue.py):
+Invariants (each is tested in tests/test_queue.py and tests/test_queue_faults.py):
 
-1. Durable on commit. `put()` writes one poll's readings in one transaction; once it returns,
-   the readings survive a process crash, and with `synchronous=full` (the default) a power cut.
-   `normal` trades the last transactions before a power cut for fewer SD-card writes.
-2. One seq per reading, never reused. The seq is taken from `meta.next_seq` inside the same
-   transaction that inserts the rows, so it grows by exactly one per reading across restarts,
-   even after the table was emptied (a rowid would be reused; this counter is not).
-3. Deleted only on acknowledgement. Rows leave only through `ack(seqs)`, which the forwarder
-   calls with the seqs of messages the broker acknowledged. Nothing else deletes.
-4. Ordered. `take()` returns rows in seq order, so within a device readings leave in the order
-   they were polled. A re-send after a reconnect or restart carries the same seq.
-5. Memory does not grow with the backlog: `take()` reads a bounded window through the primary
-   key; nothing holds the whole backlog in memory.
+1. Durable on commit. `put()` writes one poll's readings in one transaction (WAL); once it
+   returns they survive a crash, and with `synchronous=full` (the default) a power cut. `normal`
+   writes the SD card less but may lose the last transactions on a power cut.
+2. One seq per reading, never reused. The seq comes from `meta.next_seq` in the same transaction
+   as the rows, so it grows by exactly one per reading across restarts. A floor kept beside the
+   database (`<path>.seq`, written ahead in steps of SEQ_RESERVE) keeps seqs from going back
+   even when a corrupt database had to be replaced: the platform then sees an honest gap.
+3. Deleted only on acknowledgement or eviction. Rows leave through `ack(seqs)` (the broker
+   acknowledged them) or through eviction, which is counted in `meta.evicted`, logged once per
+   episode, and reported in `stats()`. Nothing else deletes.
+4. Bounded. Used bytes stay under `max_bytes`, rows under `max_age`, and the disk keeps
+   `min_free` bytes free; past a bound the oldest rows are evicted first. A full disk
+   (SQLITE_FULL) evicts and retries; a locked database (a technician's sqlite3 shell) is waited
+   for `busy_timeout`. Readings that still cannot be written wait in a bounded memory buffer
+   (`MAX_PENDING`) and are written first by the next `put()`; overflow is counted as dropped.
+5. Ordered, and memory does not grow with the backlog. `take()` reads a bounded window in seq
+   order through the primary key; counters live in `meta`; nothing scans the whole backlog on a
+   hot path.
+6. Self-healing. A file that is not a database or is corrupt, at open or later, is renamed
+   `<path>.corrupt-<UTC time>` (with its -wal/-shm), logged, and replaced by a fresh queue.
 
 One connection, guarded by a lock, serves the poll threads (put) and the forwarder (take, ack).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
+import os
+import shutil
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+from agent import log
 from agent.errors import QueueError
-from agent.model import QueuedReading, Reading
+from agent.model import QueuedReading, Reading, now_ms
 
+SEQ_RESERVE = 100_000
+MAX_PENDING = 100_000
+_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+_FULL = 13  # SQLITE_FULL
 _SCHEMA = """
+BEGIN;
 CREATE TABLE IF NOT EXISTS readings (
     seq     INTEGER PRIMARY KEY,  -- from meta.next_seq, never reused
     device  TEXT NOT NULL,
@@ -42,94 +61,215 @@ CREATE TABLE IF NOT EXISTS readings (
     quality TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
-INSERT OR IGNORE INTO meta (key, value) VALUES ('next_seq', 1);
+INSERT OR IGNORE INTO meta VALUES ('depth', (SELECT count(*) FROM readings));
+INSERT OR IGNORE INTO meta VALUES ('evicted', 0);
+INSERT OR IGNORE INTO meta VALUES ('dropped', 0);
+INSERT OR IGNORE INTO meta VALUES ('next_seq', {next_seq:d});
+COMMIT;
 """
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """Bounds of the queue: 0 switches a bound off."""
+
+    max_bytes: int = 1_000_000_000
+    max_age: float = 0.0  # seconds
+    min_free: int = 100_000_000  # bytes kept free on the queue's filesystem
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
-    """What is waiting: readings, the oldest one's timestamp (ms), and the next seq."""
+    """What is waiting and what the queue had to give up."""
 
     depth: int
     oldest_ts: int | None
     next_seq: int
+    bytes: int  # used by rows and indexes
+    evicted: int  # readings deleted unsent because a bound was reached (persistent count)
+    dropped: int  # readings never written: disk full or locked beyond the memory buffer
+    pending: int  # readings waiting in memory for the database to accept them
+    moved_aside: tuple[str, ...] = field(default_factory=tuple)  # corrupt files set aside
 
 
 class Queue:
     """The SQLite queue at `path` (created with its directory if missing)."""
 
-    def __init__(
-        self,
-        path: str | Path,
-        synchronous: Literal["full", "normal"] = "full",
-        on_put: Callable[[], None] | None = None,
-    ) -> None:
+    def __init__(self, path: str | Path, synchronous: Literal["full", "normal"] = "full",
+                 limits: Limits | None = None, on_put: Callable[[], None] | None = None,
+                 busy_timeout: float = 5.0) -> None:
         self.path = Path(path)
+        self.limits = limits or Limits()
+        self._sync = synchronous
+        self._busy_timeout = busy_timeout
         self._on_put = on_put
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()
+        self._pending: list[Reading] = []
+        self._dropped_unsaved = 0
+        self._moved_aside: list[str] = []
+        self._seq_floor = 0
+        self._last_check = 0.0
+        self._log = log.get("queue")
+        self._full_ep = log.Episode(self._log, "queue full, evicting oldest readings",
+                                    "queue within bounds")
+        self._write_ep = log.Episode(self._log, "queue write failed, holding readings in memory",
+                                     "queue writable again")
+        self._db = self._open()
+
+    # opening and healing
+    def _open(self) -> sqlite3.Connection:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, timeout=10.0
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            self._db.executescript(_SCHEMA)
-        except (sqlite3.Error, OSError) as exc:
+        except OSError as exc:
             raise QueueError(f"cannot open queue {self.path}: {exc}") from exc
+        for attempt in (1, 2):
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                if attempt == 1 and _code(exc) in _CORRUPT:
+                    self._move_aside(exc)
+                    continue
+                raise QueueError(f"cannot open queue {self.path}: {_describe(exc)}") from exc
+        raise AssertionError("unreachable")
 
+    def _connect(self) -> sqlite3.Connection:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=self._busy_timeout)
+        try:
+            if fresh:  # must precede the first table: lets eviction give disk space back
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self._sync.upper()}")
+            db.execute("PRAGMA journal_size_limit=67108864")
+            floor = self._read_floor()
+            db.executescript(_SCHEMA.format(next_seq=max(1, floor)))  # atomic: one transaction
+        except BaseException:
+            db.close()
+            raise
+        self._seq_floor = floor
+        return db
+
+    def _move_aside(self, exc: sqlite3.DatabaseError) -> None:
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{target}{suffix}")
+        self._moved_aside.append(str(target))
+        self._log.error("queue file corrupt, moved aside; starting a fresh queue",
+                        error=_describe(exc), moved_to=str(target))
+
+    def _recover(self, exc: sqlite3.DatabaseError) -> None:
+        """A corruption found while running: set the file aside and continue on a fresh one."""
+        with self._lock:
+            self._db.close()
+            self._move_aside(exc)
+            self._db = self._open()
+
+    # the seq floor beside the database
+    def _floor_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".seq")
+
+    def _read_floor(self) -> int:
+        try:
+            return int(self._floor_path().read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def _raise_floor(self, upto: int) -> None:
+        if upto < self._seq_floor:
+            return
+        floor = upto + SEQ_RESERVE
+        tmp = self._floor_path().with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(str(floor))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._floor_path())
+        self._seq_floor = floor
+
+    # writing
     def set_listener(self, on_put: Callable[[], None] | None) -> None:
         """Call `on_put()` after every committed put (the forwarder's wake-up)."""
         self._on_put = on_put
 
     def put(self, readings: Sequence[Reading]) -> list[int]:
-        """Store one poll's readings in one transaction; returns their seqs."""
-        if not readings:
-            return []
+        """Store one poll's readings in one transaction; returns the seqs written.
+
+        Readings held in memory from an earlier failed put are written first. If the database
+        cannot take them (disk full after eviction, locked), they are held too and [] returned.
+        """
         with self._lock:
+            batch = self._pending + list(readings)
+            if not batch:
+                return []
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    (first,) = self._db.execute(
-                        "SELECT value FROM meta WHERE key = 'next_seq'"
-                    ).fetchone()
-                    self._db.executemany(
-                        "INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        [
-                            (first + i, r.device, r.metric, json.dumps(r.value), r.unit, r.ts,
-                             r.quality)
-                            for i, r in enumerate(readings)
-                        ],
-                    )
-                    self._db.execute(
-                        "UPDATE meta SET value = ? WHERE key = 'next_seq'",
-                        (first + len(readings),),
-                    )
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise QueueError(f"cannot write to queue {self.path}: {exc}") from exc
+                first = self._insert_evicting(batch)
+            except sqlite3.DatabaseError as exc:
+                if _code(exc) in _CORRUPT:
+                    self._recover(exc)
+                    return self.put(readings)
+                self._hold(batch, exc)
+                return []
+            self._pending = []
+            self._write_ep.recovered()
+            try:
+                self._enforce_limits()
+            except sqlite3.DatabaseError as exc:  # next put tries again
+                self._log.warning("queue bounds check failed", error=_describe(exc))
         if self._on_put is not None:
             self._on_put()
-        return list(range(first, first + len(readings)))
+        return list(range(first, first + len(batch)))
 
-    def take(self, after_seq: int, limit: int) -> list[QueuedReading]:
-        """Up to `limit` queued readings with seq > `after_seq`, oldest first. Deletes nothing."""
-        with self._lock:
-            try:
-                rows = self._db.execute(
-                    "SELECT seq, device, metric, value, unit, ts, quality FROM readings"
-                    " WHERE seq > ? ORDER BY seq LIMIT ?",
-                    (after_seq, limit),
-                ).fetchall()
-            except sqlite3.Error as exc:
-                raise QueueError(f"cannot read queue {self.path}: {exc}") from exc
-        return [
-            QueuedReading(seq, Reading(device, metric, json.loads(value), unit, ts, quality))
-            for seq, device, metric, value, unit, ts, quality in rows
-        ]
+    def _hold(self, batch: list[Reading], exc: sqlite3.DatabaseError) -> None:
+        overflow = max(0, len(batch) - MAX_PENDING)
+        self._pending = batch[overflow:]
+        self._dropped_unsaved += overflow  # saved with the next successful insert
+        self._write_ep.failed(_describe(exc), held=len(self._pending), dropped=overflow)
+
+    def _insert_evicting(self, batch: list[Reading]) -> int:
+        try:
+            return self._insert(batch)
+        except sqlite3.OperationalError as exc:
+            if _code(exc) != _FULL:
+                raise
+            self._evict_oldest(max(len(batch), self._depth() // 20, 1000), "disk_full")
+            return self._insert(batch)
+
+    def _insert(self, batch: list[Reading]) -> int:
+        rows = [(r.device, r.metric, json.dumps(r.value), r.unit, r.ts, r.quality)
+                for r in batch]
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            (first,) = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+            self._raise_floor(first + len(rows))
+            self._db.executemany("INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)",
+                                 [(first + i, *row) for i, row in enumerate(rows)])
+            self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'",
+                             (first + len(rows),))
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'depth'",
+                             (len(rows),))
+            self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'",
+                             (self._dropped_unsaved,))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._dropped_unsaved = 0
+        return int(first)
+
+    # reading and acknowledging
+    def take(self, after_seq: int, limit: int,
+             before_seq: int | None = None) -> list[QueuedReading]:
+        """Up to `limit` readings with after_seq < seq (< before_seq), oldest first."""
+        upper = before_seq if before_seq is not None else 2**63 - 1
+        rows = self._read(
+            "SELECT seq, device, metric, value, unit, ts, quality FROM readings"
+            " WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?", (after_seq, upper, limit))
+        return [QueuedReading(seq, Reading(device, metric, json.loads(value), unit, ts, quality))
+                for seq, device, metric, value, unit, ts, quality in rows]
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete the rows the broker acknowledged, in one transaction; returns rows deleted."""
@@ -138,34 +278,104 @@ class Queue:
             return 0
         with self._lock:
             try:
-                self._db.execute("BEGIN IMMEDIATE")
-                try:
-                    before = self._db.total_changes
-                    self._db.executemany("DELETE FROM readings WHERE seq = ?", params)
-                    deleted = self._db.total_changes - before
-                    self._db.execute("COMMIT")
-                except BaseException:
-                    self._db.execute("ROLLBACK")
-                    raise
-            except sqlite3.Error as exc:
-                raise QueueError(f"cannot delete from queue {self.path}: {exc}") from exc
-        return deleted
+                return self._delete("DELETE FROM readings WHERE seq = ?", params, None)
+            except sqlite3.DatabaseError as exc:
+                if _code(exc) in _CORRUPT:
+                    self._recover(exc)
+                    return 0
+                raise QueueError(f"cannot delete from queue {self.path}: {_describe(exc)}") from exc
 
     def stats(self) -> QueueStats:
-        """Depth, oldest timestamp and next seq, read consistently."""
+        """Counters and the oldest reading, without scanning the backlog."""
+        with self._lock:
+            meta = dict(self._read("SELECT key, value FROM meta", ()))
+            oldest = self._read("SELECT ts FROM readings ORDER BY seq LIMIT 1", ())
+            return QueueStats(
+                depth=meta["depth"], oldest_ts=oldest[0][0] if oldest else None,
+                next_seq=meta["next_seq"], bytes=self._used_bytes(), evicted=meta["evicted"],
+                dropped=meta["dropped"] + self._dropped_unsaved, pending=len(self._pending),
+                moved_aside=tuple(self._moved_aside))
+
+    def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
         with self._lock:
             try:
-                (depth,) = self._db.execute("SELECT count(*) FROM readings").fetchone()
-                row = self._db.execute(
-                    "SELECT ts FROM readings ORDER BY seq LIMIT 1"
-                ).fetchone()
-                oldest = row[0] if row else None
-                (next_seq,) = self._db.execute(
-                    "SELECT value FROM meta WHERE key = 'next_seq'"
-                ).fetchone()
-            except sqlite3.Error as exc:
-                raise QueueError(f"cannot read queue {self.path}: {exc}") from exc
-        return QueueStats(depth=depth, oldest_ts=oldest, next_seq=next_seq)
+                return self._db.execute(sql, params).fetchall()
+            except sqlite3.DatabaseError as exc:
+                if _code(exc) in _CORRUPT:
+                    self._recover(exc)
+                    return self._db.execute(sql, params).fetchall()
+                raise QueueError(f"cannot read queue {self.path}: {_describe(exc)}") from exc
+
+    def _delete(self, sql: str, params: list[tuple[int]] | tuple[object, ...],
+                counter: str | None) -> int:
+        """Delete in one transaction, keeping `depth` (and `counter`) exact; sqlite errors pass."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._db.total_changes
+            if isinstance(params, list):
+                self._db.executemany(sql, params)
+            else:
+                self._db.execute(sql, params)
+            deleted = self._db.total_changes - before
+            self._db.execute("UPDATE meta SET value = value - ? WHERE key = 'depth'", (deleted,))
+            if counter:
+                self._db.execute("UPDATE meta SET value = value + ? WHERE key = ?",
+                                 (deleted, counter))
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        return deleted
+
+    # bounds
+    def _depth(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='depth'").fetchone()[0])
+
+    def _used_bytes(self) -> int:
+        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
+        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
+        size = self._db.execute("PRAGMA page_size").fetchone()[0]
+        return int((pages - free) * size)
+
+    def _evict_oldest(self, n: int, reason: str) -> int:
+        """Delete the `n` oldest rows, counted as evicted, and give their pages back to the disk."""
+        evicted = self._delete(
+            "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings ORDER BY seq LIMIT ?)",
+            (n,), "evicted")
+        if evicted:
+            # If this fails, the freed pages are reused by the next inserts all the same.
+            with contextlib.suppress(sqlite3.OperationalError):
+                self._db.execute("PRAGMA incremental_vacuum")
+            self._full_ep.failed(reason, evicted_now=evicted, evicted_total=self._evicted())
+        return evicted
+
+    def _evicted(self) -> int:
+        return int(self._db.execute("SELECT value FROM meta WHERE key='evicted'").fetchone()[0])
+
+    def _enforce_limits(self, force: bool = False) -> None:
+        """Evict oldest-first past any bound; checked at most once a second."""
+        now = time.monotonic()
+        if not force and now - self._last_check < 1.0:
+            return
+        self._last_check = now
+        lim, evicted = self.limits, 0
+        used = self._used_bytes()
+        if lim.max_bytes and used > lim.max_bytes:
+            share = (used - lim.max_bytes * 0.9) / used
+            evicted += self._evict_oldest(max(1, math.ceil(self._depth() * share)), "max_bytes")
+        if lim.max_age:
+            cutoff = now_ms() - int(lim.max_age * 1000)
+            while True:
+                old = self._db.execute(
+                    "SELECT seq, ts FROM readings ORDER BY seq LIMIT 1000").fetchall()
+                n = next((i for i, (_, ts) in enumerate(old) if ts >= cutoff), len(old))
+                evicted += self._evict_oldest(n, "max_age") if n else 0
+                if n < 1000:
+                    break
+        if lim.min_free and shutil.disk_usage(self.path.parent).free < lim.min_free:
+            evicted += self._evict_oldest(max(1000, self._depth() // 20), "min_free")
+        if not evicted:
+            self._full_ep.recovered(evicted_total=self._evicted())
 
     def close(self) -> None:
         """Checkpoint the WAL and close; idempotent."""
@@ -176,4 +386,16 @@ class Queue:
             except sqlite3.ProgrammingError:
                 pass  # already closed
             except sqlite3.Error as exc:
-                raise QueueError(f"cannot close queue {self.path}: {exc}") from exc
+                raise QueueError(f"cannot close queue {self.path}: {_describe(exc)}") from exc
+
+
+def _code(exc: sqlite3.Error) -> int:
+    return int(getattr(exc, "sqlite_errorcode", -1)) & 0xFF
+
+
+def _describe(exc: sqlite3.Error) -> str:
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc)
+    if name == "SQLITE_BUSY" or "locked" in text:
+        return f"{text} (another process holds a lock on the queue, e.g. an open sqlite3 shell)"
+    return f"{text} ({name})" if name else text

@@ -19,7 +19,7 @@ from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError, QueueError
 from agent.forwarder import Forwarder
 from agent.publisher import Publisher
-from agent.queue import Queue
+from agent.queue import Limits, Queue
 from agent.scheduler import DeviceRunner, Scheduler
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -31,15 +31,19 @@ class Agent:
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
         gw, mq = config.gateway.id, config.mqtt
-        self.queue = Queue(config.queue.path, config.queue.synchronous)
+        qc = config.queue
+        self.queue = Queue(qc.path, qc.synchronous,
+                           Limits(qc.max_bytes, qc.max_age, qc.min_free))
         self.forwarder = Forwarder(
             self.queue, gw, mq.topic_prefix, mq.batch_size, mq.max_inflight,
             ack_timeout=max(30.0, 2 * mq.keepalive), retry_delay=mq.reconnect_min,
+            backlog_rate=qc.backlog_rate,
         )
         self.queue.set_listener(self.forwarder.notify)
         devices = [d for d in config.devices if d.enabled]
         self.publisher = Publisher(mq, gw, [d.name for d in devices],
-                                   on_ack=self.forwarder.on_ack, on_connect=self.forwarder.notify)
+                                   on_ack=self.forwarder.on_ack,
+                                   on_connect=self.forwarder.reconnected)
         self.forwarder.uplink = self.publisher
         self.runners = [DeviceRunner(drivers.create(d), self.queue) for d in devices]
         self.scheduler = Scheduler(self.runners)

@@ -19,7 +19,7 @@ def _queued(db: Path) -> tuple[int, int]:
     con = sqlite3.connect(db, timeout=5)
     try:
         depth = con.execute("SELECT count(*) FROM readings").fetchone()[0]
-        next_seq = con.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()[0]
+        (next_seq,) = con.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
         return depth, next_seq - 1
     except sqlite3.OperationalError:  # tables not created yet
         return (0, 0)
