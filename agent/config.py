@@ -10,6 +10,7 @@ file, YAML syntax, bad value, unknown key, duplicate name - into a `ConfigIssue`
 from __future__ import annotations
 
 import codecs
+import contextlib
 import datetime
 import difflib
 import os
@@ -27,6 +28,7 @@ from ruamel.yaml.error import MarkedYAMLError
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
 
+from agent.bus import BusConfig
 from agent.errors import ConfigError, ConfigIssue
 from agent.units import ByteSize, Duration, parse_duration
 from drivers import CONFIG_MODELS
@@ -34,6 +36,13 @@ from drivers.base import NAME_PATTERN, DeviceConfig, Strict
 
 TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
 _TOP_KEYS = "gateway, mqtt, queue, devices"
+PROFILES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                        "config", "profiles")
+"""The sensor profiles shipped with the agent; `profiles/` beside the config file and
+/etc/edge-agent/profiles are searched first."""
+PROFILE_DEFAULTS = ("byte_order", "max_gap", "max_registers_per_read", "max_bits_per_read",
+                    "timeout", "interval")
+"""Device keys a profile may set; the device's own value wins."""
 
 
 class GatewayConfig(Strict):
@@ -81,7 +90,6 @@ class QueueConfig(Strict):
     synchronous: Literal["full", "normal"] = Field(
         default="full", description="SQLite synchronous mode: full survives power loss"
     )
-
     max_bytes: ByteSize = Field(
         default=1_000_000_000, ge=0,
         description="most bytes the queued readings may use; past it the oldest are evicted "
@@ -131,6 +139,8 @@ class AgentConfig(Strict):
     mqtt: MqttConfig = Field(description="MQTT uplink")
     queue: QueueConfig = Field(description="store-and-forward queue")
     log: LogConfig = Field(default=LogConfig(), description="logging")
+    buses: tuple[BusConfig, ...] = Field(
+        default=(), description="shared lines (RS-485 ports, serial-to-Ethernet converters)")
     devices: tuple[AnyDevice, ...] = Field(
         min_length=1, description="devices to poll; `driver` picks the kind: "
         + ", ".join(CONFIG_MODELS)
@@ -147,13 +157,28 @@ Pos = tuple[int, int]
 Issue = tuple[Pos, str]
 
 
+class _At(tuple[int, int]):
+    """A position in another file than the config itself (a profile)."""
+
+    file: str
+
+
+def _in(file: str | None, pos: Pos | None) -> Pos | None:
+    if file is None or pos is None:
+        return pos
+    at = _At(pos)
+    at.file = file
+    return at
+
+
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     """Read, parse and validate a config file; raise `ConfigError` with every issue found."""
     file = str(os.fspath(path))
 
     def error(issues: list[Issue]) -> ConfigError:
-        issues = sorted(dict.fromkeys(issues), key=lambda i: i[0])  # file order, no repeats
-        return ConfigError([ConfigIssue(file, ln, col, msg) for (ln, col), msg in issues])
+        issues = sorted(dict.fromkeys(issues), key=lambda i: (getattr(i[0], "file", ""), i[0]))
+        return ConfigError([ConfigIssue(getattr(pos, "file", file), pos[0], pos[1], msg)
+                            for pos, msg in issues])  # file order, no repeats
 
     tree = _parse(file, error)
     if tree is None:
@@ -166,9 +191,10 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     if not isinstance(data, dict):
         raise error([*conv.issues, ((_lc(tree) or (1, 1)), "the top level must be a mapping "
                                     f"with {_TOP_KEYS}; got {_show(data)}")])
-    issues = conv.issues + _duplicates(data, conv)
+    base = os.path.dirname(os.path.abspath(file))
+    issues = _apply_profiles(data, conv, base) + conv.issues + _duplicates(data, conv)
+    issues += _bus_checks(data, conv)
     try:
-        base = os.path.dirname(os.path.abspath(file))
         config = AgentConfig.model_validate(data, context={"base_dir": base})
     except ValidationError as exc:
         for err in exc.errors():
@@ -256,6 +282,7 @@ class _Converter:
         self.issues: list[Issue] = []
         self.bad: list[Loc] = []  # refused values: pydantic's errors about them are noise
         self.budget = 200_000  # nodes, aliases expanded
+        self.file: str | None = None  # set while converting a profile file
 
     def _refuse(self, loc: Loc, pos: Pos, what: str) -> None:
         self.issues.append((pos, f"{_dotted(loc)}: {what}"))
@@ -278,16 +305,18 @@ class _Converter:
         elif isinstance(node, dict):
             out: dict[str, Any] = {}
             for key, value in node.items():
-                kpos = _lc(node, "key", key) or pos  # keys merged in by `<<` have no position
+                # keys merged in by `<<` have no position
+                kpos = _in(self.file, _lc(node, "key", key)) or pos
                 if not isinstance(key, str):
                     self.issues.append((kpos, f"{_dotted(loc)}: key {key!r} must be text"))
                     continue
                 self.key_pos[(*loc, key)] = kpos
-                vpos = (None if value is None else _lc(node, "value", key)) or kpos
+                vpos = (None if value is None else _in(self.file, _lc(node, "value", key))) or kpos
                 out[key] = self.convert(value, (*loc, key), vpos, depth + 1)
             return out
         elif isinstance(node, list):
-            return [self.convert(v, (*loc, i), _lc(node, "item", i) or pos, depth + 1)
+            return [self.convert(v, (*loc, i), _in(self.file, _lc(node, "item", i)) or pos,
+                                 depth + 1)
                     for i, v in enumerate(node)]
         elif isinstance(node, datetime.date):
             self._refuse(loc, pos, f"YAML read {node} as a date/time; quote it if you mean text")
@@ -447,4 +476,129 @@ def _duplicates(data: dict[str, Any], conv: _Converter) -> list[Issue]:
                 check(item.get("points"), (*loc, i, "points"), "point")
 
     check(data.get("devices"), ("devices",), "device")
+    return found
+
+
+def profile_dirs(base_dir: str) -> list[str]:
+    """Where `profile: NAME` looks for NAME.yaml, first match wins."""
+    return [os.path.join(base_dir, "profiles"), "/etc/edge-agent/profiles", PROFILES]
+
+
+def _find_profile(name: str, base_dir: str) -> tuple[str | None, list[str]]:
+    known: set[str] = set()
+    for folder in profile_dirs(base_dir):
+        path = os.path.join(folder, f"{name}.yaml")
+        if os.path.isfile(path):
+            return path, []
+        with contextlib.suppress(OSError):
+            known |= {f[:-5] for f in os.listdir(folder) if f.endswith(".yaml")}
+    return None, sorted(known)
+
+
+def _shift(conv: _Converter, prefix: Loc, by: int) -> None:
+    """Renumber remembered positions of list items under `prefix` by `by`."""
+    n = len(prefix)
+    for table in (conv.value_pos, conv.key_pos):
+        moved = {(*loc[:n], int(loc[n]) + by, *loc[n + 1:]): pos for loc, pos in table.items()
+                 if loc[:n] == prefix and len(loc) > n and isinstance(loc[n], int)}
+        for loc in [loc for loc in table if loc[:n] == prefix and len(loc) > n]:
+            del table[loc]
+        table.update(moved)
+
+
+def _apply_profiles(data: dict[str, Any], conv: _Converter, base_dir: str) -> list[Issue]:
+    """Merge each device's `profile:` file into it: the profile's points first (a device
+    point of the same name replaces one), then the device's own; profile defaults for keys
+    the device does not set. Positions of merged values point into the profile file."""
+    issues: list[Issue] = []
+    devices = data.get("devices")
+    for i, dev in enumerate(devices if isinstance(devices, list) else []):
+        if not isinstance(dev, dict) or not isinstance(dev.get("profile"), str):
+            continue
+        at = conv.value_pos.get(("devices", i, "profile"), (1, 1))
+        name = dev["profile"]
+        path, known = _find_profile(name, base_dir) if re.match(NAME_PATTERN, name) else (
+            None, [])
+        if path is None:
+            where = ", ".join(profile_dirs(base_dir))
+            issues.append((at, f"devices[{i}].profile: no profile {name!r} (looked for "
+                               f"{name}.yaml in {where}); known: {', '.join(known) or 'none'}"
+                               f"{_suggest(name, known)}"))
+            continue
+        def perror(found: list[Issue], p: str = path) -> ConfigError:
+            return ConfigError([ConfigIssue(p, pos[0], pos[1], msg) for pos, msg in found])
+
+        try:
+            tree = _parse(path, perror)
+        except ConfigError as exc:
+            issues += [(_in(path, (e.line, e.col)) or (1, 1), e.message) for e in exc.issues]
+            continue
+        pconv = _Converter()
+        pconv.file = path
+        profile = pconv.convert(tree, (), _in(path, (1, 1)) or (1, 1), 0)
+        issues += pconv.issues
+        top = _in(path, (1, 1)) or (1, 1)
+        if not isinstance(profile, dict) or not isinstance(profile.get("points"), list):
+            issues.append((top, f"profile {name}: expected a mapping with a `points` list"))
+            continue
+        own = dev.get("points", [])
+        if not isinstance(own, list):
+            continue
+        own_names = {p.get("name") for p in own if isinstance(p, dict)}
+        kept = [k for k, p in enumerate(profile["points"])
+                if not (isinstance(p, dict) and p.get("name") in own_names)]
+        _shift(conv, ("devices", i, "points"), len(kept))
+        renumber = {old: new for new, old in enumerate(kept)}
+        for table, ptable in ((conv.value_pos, pconv.value_pos), (conv.key_pos, pconv.key_pos)):
+            for loc, pos in ptable.items():
+                if loc[:1] == ("points",) and len(loc) > 1 and loc[1] in renumber:
+                    table[("devices", i, "points", renumber[int(loc[1])], *loc[2:])] = pos
+                elif loc and loc[0] in PROFILE_DEFAULTS and loc[0] not in dev:
+                    table[("devices", i, *loc)] = pos
+        for key, value in profile.items():
+            if key in PROFILE_DEFAULTS:
+                dev.setdefault(key, value)
+            elif key not in ("points", "description"):
+                allowed = ", ".join(("points", "description", *PROFILE_DEFAULTS))
+                issues.append((pconv.key_pos.get((key,), top), f"profile {name}: unknown key "
+                               f"{key!r}; allowed: {allowed}{_suggest(key, [*PROFILE_DEFAULTS])}"))
+        dev["points"] = [profile["points"][k] for k in kept] + own
+        conv.value_pos.setdefault(("devices", i, "points"), at)
+    return issues
+
+
+def _bus_checks(data: dict[str, Any], conv: _Converter) -> list[Issue]:
+    """Bus names unique, one bus per physical port, every device's `bus` declared."""
+    found: list[Issue] = []
+    buses = data.get("buses")
+    names: dict[str, int] = {}
+    claimed: dict[str, int] = {}
+    for i, bus in enumerate(buses if isinstance(buses, list) else []):
+        if not isinstance(bus, dict):
+            continue
+        name, port, host = bus.get("name"), bus.get("port"), bus.get("host")
+        if isinstance(name, str):
+            if name in names:
+                found.append((conv.value_pos.get(("buses", i, "name"), (1, 1)),
+                              f"buses[{i}].name: duplicate bus name '{name}' (also buses"
+                              f"[{names[name]}])"))
+            names.setdefault(name, i)
+        if isinstance(port, str | int) and not isinstance(port, bool):
+            where = (f"{host}:{port}" if isinstance(host, str) else
+                     os.path.realpath(port) if isinstance(port, str) else str(port))
+            if where in claimed:
+                found.append((conv.value_pos.get(("buses", i, "port"), (1, 1)),
+                              f"buses[{i}].port: {where} is already claimed by buses"
+                              f"[{claimed[where]}]; one bus per physical port (put every "
+                              f"device on that line on the same bus)"))
+            claimed.setdefault(where, i)
+    devices = data.get("devices")
+    for i, dev in enumerate(devices if isinstance(devices, list) else []):
+        bus = dev.get("bus") if isinstance(dev, dict) else None
+        if isinstance(bus, str) and bus not in names:
+            known = list(names)
+            found.append((conv.value_pos.get(("devices", i, "bus"), (1, 1)),
+                          f"devices[{i}].bus: unknown bus '{bus}'; "
+                          + (f"declared: {', '.join(known)}{_suggest(bus, known)}" if known
+                             else "declare it under `buses:`")))
     return found

@@ -15,6 +15,7 @@ from types import FrameType
 
 import drivers
 from agent import __version__, log
+from agent.bus import open_buses
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError, QueueError
 from agent.forwarder import Forwarder
@@ -45,8 +46,9 @@ class Agent:
                                    on_ack=self.forwarder.on_ack,
                                    on_connect=self.forwarder.reconnected)
         self.forwarder.uplink = self.publisher
-        self.runners = [DeviceRunner(drivers.create(d), self.queue) for d in devices]
-        self.scheduler = Scheduler(self.runners)
+        self.ports = open_buses(config.buses)  # opened on first use; closed by the scheduler
+        self.runners = [DeviceRunner(drivers.create(d, self.ports), self.queue) for d in devices]
+        self.scheduler = Scheduler(self.runners, self.ports)
         self._log = log.get("agent")
         self._stopped = False
 

@@ -1,18 +1,22 @@
 """Polling: one APScheduler job per device, and the core's wrapper around each driver.
 
 `DeviceRunner` owns everything a driver must not: opening on demand, exponential backoff (capped)
-for a device that stops answering, logging a failure once and its recovery, turning a failed
-poll into readings that say why (`value=None`, quality = the error's word), and writing each
-poll's readings to the queue in one transaction. `Scheduler` runs the runners at their own
-intervals on a thread pool; a job never overlaps itself (`max_instances=1`, `coalesce`), so a
-slow device skips beats instead of piling up polls.
+for a device that stops answering (each attempt is the re-probe), logging "device offline" once
+and "device back online" when it answers, turning a failed poll into readings that say why
+(`value=None`, quality = the error's word), applying the points' reporting rules
+(`agent.reporting`), and writing each poll's readings to the queue in one transaction.
+`Scheduler` runs the runners at their own intervals; a job never overlaps itself
+(`max_instances=1`, `coalesce`), so a slow device skips beats instead of piling up polls.
+Devices on a shared bus run on that bus's own single worker thread, so their requests never
+overlap and a dead unit costs the others at most its own timeout; different buses and
+private-connection devices run in parallel on the common pool.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
@@ -20,10 +24,12 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import log
+from agent.bus import Port, close_all
 from agent.errors import DriverError, QueueError
 from agent.model import Reading, now_ms
 from agent.queue import Queue
-from drivers.base import Driver
+from agent.reporting import ReportFilter
+from drivers.base import Driver, PointConfig
 
 BACKOFF_MAX = 60.0
 """Longest wait between attempts at a device that stopped answering (seconds)."""
@@ -43,7 +49,9 @@ class DeviceRunner:
         self._open = False
         self._lock = threading.Lock()
         self._log = log.get("poll", self.name)
-        self._device_ep = log.Episode(self._log, "device failing", "device back online")
+        self._device_ep = log.Episode(self._log, "device offline", "device back online")
+        points = getattr(driver.config, "points", None) or []
+        self.filter = ReportFilter([p for p in points if isinstance(p, PointConfig)])
         self._queue_ep = log.Episode(log.get("queue", self.name), "queue write failed",
                                      "queue write ok")
         self.polls = 0
@@ -58,8 +66,10 @@ class DeviceRunner:
         with self._lock:
             if time.monotonic() < self._next_attempt:
                 return
-            readings = self._poll()
+            readings = self.filter.apply(self._poll())
             self.polls += 1
+        if not readings:
+            return
         try:
             self._queue.put(readings)
         except QueueError as exc:
@@ -106,10 +116,16 @@ class DeviceRunner:
 class Scheduler:
     """Runs each runner's `poll_once` at its interval on a thread pool."""
 
-    def __init__(self, runners: Sequence[DeviceRunner]) -> None:
+    def __init__(self, runners: Sequence[DeviceRunner],
+                 ports: Mapping[str, Port] | None = None) -> None:
         self.runners = list(runners)
+        self.ports = dict(ports or {})
+        self.buses = sorted({b for r in self.runners if (b := r.driver.bus) is not None})
+        private = sum(r.driver.bus is None for r in self.runners)
+        executors = {"default": ThreadPoolExecutor(max(4, private + 1))}
+        executors |= {f"bus:{b}": ThreadPoolExecutor(1) for b in self.buses}  # the bus worker
         self._sched = BackgroundScheduler(
-            executors={"default": ThreadPoolExecutor(max(4, len(self.runners) + 1))},
+            executors=executors,
             job_defaults={"coalesce": True, "max_instances": 1},
             timezone="UTC",
         )
@@ -119,6 +135,7 @@ class Scheduler:
             self._sched.add_job(
                 r.poll_once, IntervalTrigger(seconds=r.interval), id=r.name, name=r.name,
                 next_run_time=datetime.now(UTC), misfire_grace_time=max(1, round(r.interval)),
+                executor="default" if r.driver.bus is None else f"bus:{r.driver.bus}",
             )
         self._sched.start()
 
@@ -128,4 +145,5 @@ class Scheduler:
             self._sched.shutdown(wait=True)
         for r in self.runners:
             r.close()
+        close_all(self.ports)
 

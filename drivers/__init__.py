@@ -6,11 +6,18 @@ class carries its pydantic `config_model`; the config loader builds the device u
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+from agent.bus import Port
 from drivers.base import DeviceConfig, Driver, DriverClass
+from drivers.modbus_ascii import ModbusAscii
+from drivers.modbus_rtu import ModbusRtu
 from drivers.modbus_tcp import ModbusTcp, ModbusTcpConfig
 
 REGISTRY: dict[str, DriverClass] = {
     "modbus_tcp": ModbusTcp,
+    "modbus_rtu": ModbusRtu,
+    "modbus_ascii": ModbusAscii,
 }
 
 CONFIG_MODELS: dict[str, type[DeviceConfig]] = {
@@ -18,11 +25,11 @@ CONFIG_MODELS: dict[str, type[DeviceConfig]] = {
 }
 
 
-def create(config: DeviceConfig) -> Driver:
-    """The driver instance for one validated device config."""
+def create(config: DeviceConfig, ports: Mapping[str, Port] | None = None) -> Driver:
+    """The driver instance for one validated device config, bound to the buses' ports."""
     cls = REGISTRY[config.driver]
     assert isinstance(config, cls.config_model)
-    return cls(config)
+    return cls(config, ports or {})
 
 
 __all__ = ["CONFIG_MODELS", "REGISTRY", "ModbusTcpConfig", "create"]

@@ -1,6 +1,7 @@
 """What every driver is: its config base model and the `Driver` protocol.
 
-A driver turns bytes from one device into `Reading`s and nothing else. It is opened once,
+A driver turns bytes from one device into `Reading`s and nothing else. It is built with the
+ports of the configured buses (`agent.bus`: the core owns every shared line), opened once,
 polled at the device's interval by the core (which owns retries, backoff, logging, the queue
 and offline/online reporting), and closed on shutdown or reload. A driver raises `DriverError`
 subclasses for failures of the whole poll, and returns readings with a non-"good" quality for
@@ -9,12 +10,16 @@ failures of single points.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from agent.model import Reading
 from agent.units import Duration
+
+if TYPE_CHECKING:
+    from agent.bus import Port
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 """Device and metric names: they become MQTT topic levels, so no '/', '+', '#' or spaces."""
@@ -36,12 +41,48 @@ class DeviceConfig(Strict):
     enabled: bool = True
 
 
+DEFAULT_MAX_SILENCE = 900.0
+"""A filtered point (deadband/on_change) is still reported at least this often (seconds)."""
+
+
+class PointConfig(Strict):
+    """Keys every point has, whatever its driver; the core applies the reporting ones.
+
+    `values` maps integer codes to words (pump state 0/1/2 -> stopped/running/fault);
+    `deadband` (absolute, in engineering units) or `on_change` suppress readings that did not
+    move since the last one reported, but never for longer than `max_silence`.
+    """
+
+    name: str = Field(pattern=NAME_PATTERN, max_length=64, description="metric name")
+    unit: str | None = Field(default=None, description="engineering unit sent with readings")
+    values: dict[int, str] | None = Field(
+        default=None, min_length=1, description="value map for enumerations: code -> word")
+    deadband: float | None = Field(
+        default=None, ge=0, description="report only when the value moved at least this much")
+    on_change: bool = Field(default=False, description="report only when the value changed")
+    max_silence: Duration | None = Field(
+        default=None, gt=0, description="longest time a filtered point stays unreported")
+
+    @model_validator(mode="after")
+    def _filter_keys(self) -> Self:
+        if self.max_silence is not None and self.deadband is None and not self.on_change:
+            raise ValueError("max_silence needs deadband or on_change (unfiltered points are "
+                             "reported at every poll)")
+        if self.deadband is not None and self.values is not None:
+            raise ValueError("deadband is for numbers; a point with a value map uses on_change")
+        return self
+
+
 class Driver(Protocol):
     """One device's driver instance. Not thread-safe: the core never calls it concurrently."""
 
     @property
     def config(self) -> DeviceConfig:
         """The validated device config the driver was built from."""
+
+    @property
+    def bus(self) -> str | None:
+        """The shared bus it polls through (the scheduler serializes its users), or None."""
 
     def metrics(self) -> list[tuple[str, str | None]]:
         """(metric, unit) of every reading a poll yields; failed polls report these as missing."""
@@ -62,4 +103,4 @@ class DriverClass(Protocol):
     @property
     def config_model(self) -> type[DeviceConfig]: ...
 
-    def __call__(self, config: Any) -> Driver: ...
+    def __call__(self, config: Any, ports: Mapping[str, Port]) -> Driver: ...

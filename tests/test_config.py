@@ -113,8 +113,8 @@ CASES: list[tuple[str, str | bytes, list[tuple[int, int, str]]]] = [
     ("missing-section", edit(("queue: {path: q.db}\n", "")),
      [(1, 1, "top level: missing required key 'queue'")]),
     ("unknown-driver", edit(("driver: modbus_tcp", "driver: modbus_tpc")),
-     [(8, 13, "devices[0].driver: 'modbus_tpc' is not a known driver; known: modbus_tcp "
-              "(did you mean 'modbus_tcp'?)")]),
+     [(8, 13, "devices[0].driver: 'modbus_tpc' is not a known driver; known: modbus_tcp, "
+              "modbus_rtu, modbus_ascii (did you mean 'modbus_tcp'?)")]),
     ("missing-driver", edit(("    driver: modbus_tcp\n", "")),
      [(7, 5, "devices[0]: missing required key 'driver'")]),
     ("device-not-mapping", BASE + "  - just-a-name\n", [(15, 5, "devices[1]: expected a mapping")]),
