@@ -307,6 +307,8 @@ class _Converter:
             for key, value in node.items():
                 # keys merged in by `<<` have no position
                 kpos = _in(self.file, _lc(node, "key", key)) or pos
+                if isinstance(key, int):  # value maps: {0: stopped, 1: running}; bool is int
+                    key = str(int(key))
                 if not isinstance(key, str):
                     self.issues.append((kpos, f"{_dotted(loc)}: key {key!r} must be text"))
                     continue

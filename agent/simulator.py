@@ -16,12 +16,12 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 from pymodbus.constants import ExcCodes
 from pymodbus.pdu import ModbusPDU
-from pymodbus.server import ModbusTcpServer
+from pymodbus.server import ModbusBaseServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 
 from drivers.modbus_codec import decode, encode
@@ -45,11 +45,20 @@ class ModbusSimulator:
     do not. `verbose=True` keeps pymodbus's own logging (e.g. ERROR for unknown units).
     """
 
+    framer = "mbap"
+
     def __init__(
         self, port: int, host: str = "127.0.0.1", units: Iterable[int] = (1,),
         size: int = 1024, *, verbose: bool = False,
+        holes: Mapping[str, Iterable[int]] | None = None,
     ) -> None:
         self.port, self.host, self.units, self.size = port, host, tuple(units), size
+        self.holes = {_BLOCK[t]: frozenset(a) for t, a in (holes or {}).items()}
+        if set(self.holes) - {"h", "i"}:
+            raise ValueError("holes are for the holding and input tables")
+        self.silent: set[int] = set()  # units that never answer (a dead unit on the line)
+        self.corrupt = 0  # replies still to send with a broken checksum / garbage
+        self._busy: dict[int, int] = {}
         if not self.units or any(not 1 <= u <= 255 for u in self.units):
             raise ValueError(f"units must be ids in 1..255, got {self.units}")
         if not 1 <= size <= 65536:
@@ -66,13 +75,8 @@ class ModbusSimulator:
     def start(self, timeout: float = 5.0) -> None:
         """Serve; returns once a TCP connect succeeds, else raises RuntimeError with the reason."""
         if self._thread is not None:
-            raise RuntimeError(f"simulator on {self.host}:{self.port} is already running")
-        try:  # pymodbus only logs why listen() failed: find the reason ourselves
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((self.host, self.port))
-        except OSError as exc:
-            raise RuntimeError(f"cannot serve Modbus on {self.host}:{self.port}: {exc}") from exc
+            raise RuntimeError(f"simulator on {self.where} is already running")
+        self._precheck()
         ready, self._error, self._loop = threading.Event(), None, asyncio.new_event_loop()
         self._stopping.clear()
         name = ("modbus-sim-verbose:" if self.verbose else _QUIET) + str(self.port)
@@ -83,14 +87,31 @@ class ModbusSimulator:
         reason: object = None
         if not ready.wait(timeout) or self._error is not None:
             reason = self._error or f"not listening after {timeout} s"
-        else:  # listen() has returned: one connect proves it
-            try:
-                socket.create_connection((self.host, self.port), timeout=timeout).close()
-            except OSError as exc:
-                reason = exc
+        else:
+            reason = self._check_ready(timeout)
         if reason is not None:
             self.stop()
-            raise RuntimeError(f"cannot serve Modbus on {self.host}:{self.port}: {reason}")
+            raise RuntimeError(f"cannot serve Modbus on {self.where}: {reason}")
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def _precheck(self) -> None:
+        try:  # pymodbus only logs why listen() failed: find the reason ourselves
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((self.host, self.port))
+        except OSError as exc:
+            raise RuntimeError(f"cannot serve Modbus on {self.where}: {exc}") from exc
+
+    def _check_ready(self, timeout: float) -> object:
+        """None once the server answers, else the reason it does not."""
+        try:  # listen() has returned: one connect proves it
+            socket.create_connection((self.host, self.port), timeout=timeout).close()
+        except OSError as exc:
+            return exc
+        return None
 
     def stop(self) -> None:
         """Close the server, its connections and its thread; idempotent; frees the port."""
@@ -105,7 +126,7 @@ class ModbusSimulator:
 
     def _run(self, loop: asyncio.AbstractEventLoop, ready: threading.Event) -> None:
         asyncio.set_event_loop(loop)
-        server: ModbusTcpServer | None = None
+        server: ModbusBaseServer | None = None
         try:
             server = loop.run_until_complete(self._serve())
             ready.set()
@@ -124,11 +145,15 @@ class ModbusSimulator:
             loop.run_until_complete(asyncio.sleep(0))  # let closed transports release sockets
             loop.close()
 
-    async def _serve(self) -> ModbusTcpServer:
+    async def _serve(self) -> ModbusBaseServer:
         with self._lock:
             self._pending.clear()
             devices = [self._device(unit) for unit in self.units]
-        server = ModbusTcpServer(devices, address=(self.host, self.port), trace_pdu=self._trace)
+        return await self._server(devices)
+
+    async def _server(self, devices: list[SimDevice]) -> ModbusBaseServer:
+        server = ModbusTcpServer(devices, address=(self.host, self.port), trace_pdu=self._trace,
+                                 trace_packet=self._packet)
         await server.serve_forever(background=True)
         return server
 
@@ -138,10 +163,21 @@ class ModbusSimulator:
             values = [0] * self.size
             for address, value in self._state.get((unit, block), {}).items():
                 values[address] = value
-            tables.append(
-                [SimData(0, values=[v != 0 for v in values], datatype=DataType.BITS)]
-                if block in "cd" else [SimData(0, values=values, datatype=DataType.REGISTERS)]
-            )
+            if block in "cd":
+                tables.append([SimData(0, values=[v != 0 for v in values],
+                                       datatype=DataType.BITS)])
+                continue
+            holes, runs = self.holes.get(block, frozenset()), []
+            start = 0
+            for address in range(self.size + 1):  # runs of valid registers, holes as INVALID
+                if address == self.size or address in holes:
+                    if address > start:
+                        runs.append(SimData(start, values=values[start:address],
+                                            datatype=DataType.REGISTERS))
+                    if address < self.size:
+                        runs.append(SimData(address, count=1, datatype=DataType.INVALID))
+                    start = address + 1
+            tables.append(runs)
         simdata = (tables[0], tables[1], tables[2], tables[3])
         return SimDevice(id=unit, simdata=simdata, action=self._action(unit))
 
@@ -150,6 +186,23 @@ class ModbusSimulator:
             self.requests += 1
         return pdu
 
+    def _packet(self, sending: bool, packet: bytes) -> bytes:
+        """Outgoing frames of silent units are dropped; `corrupt` spoils the next replies."""
+        if not sending or not packet:
+            return packet
+        unit = {"mbap": lambda: packet[6], "rtu": lambda: packet[0],
+                "ascii": lambda: int(packet[1:3], 16)}[self.framer]()
+        if unit in self.silent:
+            return b""
+        if self.corrupt > 0:
+            self.corrupt -= 1
+            return packet[:-3] + bytes([packet[-3] ^ 0x55]) + packet[-2:]
+        return packet
+
+    def set_busy(self, unit: int, replies: int) -> None:
+        """Answer the next `replies` requests to `unit` with exception 6 (device busy)."""
+        with self._lock:
+            self._busy[unit] = replies
     def _action(self, unit: int) -> SimAction:
         """The SimDevice hook: applies pending updates to the table a request is about to use.
 
@@ -164,6 +217,10 @@ class ModbusSimulator:
             block = _FC_BLOCK.get(function_code)
             if block in ("c", "d") and address >= self.size:  # inside the 16-bit padding
                 return ExcCodes.ILLEGAL_ADDRESS
+            if self._busy.get(unit):
+                with self._lock:
+                    self._busy[unit] -= 1
+                return ExcCodes.DEVICE_BUSY
             if not self._pending:
                 return None
             with self._lock:

@@ -76,7 +76,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[int, int, str]]]] = [
     ("local-tag", edit(("gw-1", "!env GW")), [(1, 15, "gateway.id: YAML tag !env is not allowed")]),
     ("date-value", edit(("{id: gw-1}", "{id: gw-1, site: 2024-05-01}")),
      [(1, 27, "gateway.site: YAML read 2024-05-01 as a date/time; quote it")]),
-    ("non-text-key", edit(("  port: 1883", "  1: 1883")), [(4, 3, "mqtt: key 1 must be text")]),
+    ("non-text-key", edit(("  port: 1883", "  1.5: 1883")), [(4, 3, "mqtt: key 1.5 must be text")]),
     ("unknown-key", edit(("port:", "prot:")),
      [(4, 3, "mqtt.prot: unknown key (did you mean 'port'?)")]),
     ("unknown-top-key", edit(("mqtt:", "mqqt:")),
