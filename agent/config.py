@@ -526,6 +526,7 @@ def _apply_profiles(data: dict[str, Any], conv: _Converter, base_dir: str) -> li
             issues.append((at, f"devices[{i}].profile: no profile {name!r} (looked for "
                                f"{name}.yaml in {where}); known: {', '.join(known) or 'none'}"
                                f"{_suggest(name, known)}"))
+            conv.bad.append(("devices", i, "points"))  # "missing points" would be noise
             continue
         def perror(found: list[Issue], p: str = path) -> ConfigError:
             return ConfigError([ConfigIssue(p, pos[0], pos[1], msg) for pos, msg in found])
@@ -534,6 +535,7 @@ def _apply_profiles(data: dict[str, Any], conv: _Converter, base_dir: str) -> li
             tree = _parse(path, perror)
         except ConfigError as exc:
             issues += [(_in(path, (e.line, e.col)) or (1, 1), e.message) for e in exc.issues]
+            conv.bad.append(("devices", i, "points"))
             continue
         pconv = _Converter()
         pconv.file = path
