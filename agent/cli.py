@@ -1,4 +1,4 @@
-"""The `edge-agent` command line: run, check, demo.
+"""The `edge-agent` command line: run, check, probe, scan, demo.
 
 Exit codes: 0 success; 1 failure (including `check` finding errors); 2 `run` refused an invalid
 config (systemd does not restart on 2). User mistakes are printed as messages, never tracebacks.
@@ -36,6 +36,21 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("-c", "--config", required=True, help="path to agent.yaml")
     p_check = sub.add_parser("check", help="validate a config file and summarize it")
     p_check.add_argument("-c", "--config", required=True, help="path to agent.yaml")
+    p_probe = sub.add_parser("probe", help="poll one device once: raw registers and values")
+    p_probe.add_argument("-c", "--config", required=True, help="path to agent.yaml")
+    p_probe.add_argument("device", help="device name from the config")
+    p_probe.add_argument("--plan", action="store_true", help="print the planned reads only")
+    p_probe.add_argument("--orders", action="store_true",
+                         help="show 32/64-bit values in all four byte orders")
+    p_scan = sub.add_parser("scan", help="list the Modbus unit ids that answer on a serial port")
+    p_scan.add_argument("--port", required=True, help="serial device, e.g. /dev/ttyUSB0")
+    p_scan.add_argument("--baudrate", type=int, default=9600)
+    p_scan.add_argument("--parity", choices=["N", "E", "O"], default="N")
+    p_scan.add_argument("--stopbits", type=int, choices=[1, 2], default=1)
+    p_scan.add_argument("--bytesize", type=int, choices=[7, 8], default=8)
+    p_scan.add_argument("--units", default="1-247", help="e.g. 1-247 or 1-10,20")
+    p_scan.add_argument("--timeout", type=float, default=0.2, help="seconds per unit")
+    p_scan.add_argument("--ascii", action="store_true", help="Modbus ASCII instead of RTU")
     p_demo = sub.add_parser("demo", help="simulated PLC + local broker + agent, live output")
     p_demo.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: until Ctrl-C)")
@@ -47,6 +62,20 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.config)
     if args.command == "check":
         return _check(args.config)
+    if args.command == "probe":
+        from agent.probe import probe
+
+        return probe(args.config, args.device, plan=args.plan, orders=args.orders)
+    if args.command == "scan":
+        from agent.probe import parse_units, scan
+
+        try:
+            units = parse_units(args.units)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return scan(args.port, args.baudrate, units, parity=args.parity, stopbits=args.stopbits,
+                    bytesize=args.bytesize, timeout=args.timeout,
+                    framing="ascii" if args.ascii else "rtu")
     from agent.demo import run_demo
 
     return run_demo(args.duration)

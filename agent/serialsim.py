@@ -73,8 +73,8 @@ class SerialSimulator(ModbusSimulator):
     """Modbus units answering RTU or ASCII on a serial path (one end of a `NullModem`).
 
     Like `ModbusSimulator` (`set_*`, `holes`, `set_busy`, `corrupt`), plus `silent`: units
-    in that set are on the line but never answer, as a dead unit on RS-485 is. Units not
-    simulated at all answer exception 4 (pymodbus does that): use `silent` for dead ones.
+    in that set are on the line but never answer, as a dead unit on RS-485 is; so are units
+    that are not simulated at all (pymodbus itself would answer them with an exception).
     """
 
     def __init__(
@@ -104,6 +104,14 @@ class SerialSimulator(ModbusSimulator):
                 return None
             time.sleep(0.01)
         return f"port not open after {timeout} s"
+
+    def _packet(self, sending: bool, packet: bytes) -> bytes:
+        """On a serial line a unit that is not there is silent (pymodbus would answer)."""
+        if sending and packet:
+            unit = packet[0] if self.framer == "rtu" else int(packet[1:3], 16)
+            if unit not in self.units:
+                return b""
+        return super()._packet(sending, packet)
 
     async def _server(self, devices: list[SimDevice]) -> ModbusBaseServer:
         framer = FramerType.RTU if self.framer == "rtu" else FramerType.ASCII
