@@ -16,6 +16,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from agent import log
@@ -206,15 +207,16 @@ class Forwarder:
 class TokenBucket:
     """Readings per second, with a burst of one second's worth; rate 0 means no cap."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self._clock = clock
         self._tokens = rate
-        self._at = time.monotonic()
+        self._at = clock()
 
     def available(self) -> int:
         if not self.rate:
             return 2**31
-        now = time.monotonic()
+        now = self._clock()
         self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
         self._at = now
         return int(self._tokens)

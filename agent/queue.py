@@ -46,6 +46,7 @@ from agent.errors import QueueError
 from agent.model import QueuedReading, Reading, now_ms
 
 SEQ_RESERVE = 100_000
+BALLAST = 1_000_000
 MAX_PENDING = 100_000
 _CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _FULL = 13  # SQLITE_FULL
@@ -97,7 +98,7 @@ class Queue:
 
     def __init__(self, path: str | Path, synchronous: Literal["full", "normal"] = "full",
                  limits: Limits | None = None, on_put: Callable[[], None] | None = None,
-                 busy_timeout: float = 5.0) -> None:
+                 busy_timeout: float = 5.0, check_every: float = 1.0) -> None:
         self.path = Path(path)
         self.limits = limits or Limits()
         self._sync = synchronous
@@ -108,13 +109,16 @@ class Queue:
         self._dropped_unsaved = 0
         self._moved_aside: list[str] = []
         self._seq_floor = 0
-        self._last_check = 0.0
+        self._last_check = -check_every
+        self._check_every = check_every
         self._log = log.get("queue")
         self._full_ep = log.Episode(self._log, "queue full, evicting oldest readings",
                                     "queue within bounds")
         self._write_ep = log.Episode(self._log, "queue write failed, holding readings in memory",
                                      "queue writable again")
         self._db = self._open()
+        with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
+            self._enforce_limits(force=True)
 
     # opening and healing
     def _open(self) -> sqlite3.Connection:
@@ -167,6 +171,8 @@ class Queue:
             self._db.close()
             self._move_aside(exc)
             self._db = self._open()
+        with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
+            self._enforce_limits(force=True)
 
     # the seq floor beside the database
     def _floor_path(self) -> Path:
@@ -235,8 +241,35 @@ class Queue:
         except sqlite3.OperationalError as exc:
             if _code(exc) != _FULL:
                 raise
-            self._evict_oldest(max(len(batch), self._depth() // 20, 1000), "disk_full")
+            self._make_room(max(len(batch), self._depth() // 20, 1000))
             return self._insert(batch)
+
+    def _make_room(self, n: int) -> None:
+        """Disk full: empty the WAL, give up the ballast, evict the oldest, shrink the file."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._ballast(release=True)
+        self._evict_oldest(n, "disk_full")
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _ballast(self, release: bool = False) -> None:
+        """A BALLAST-byte file beside the queue, given up when the disk is full so that there
+        is room to evict (deleting rows needs a little space too), and put back once there is
+        room again."""
+        path = self.path.with_name(self.path.name + ".ballast")
+        try:
+            if release:
+                if path.exists():
+                    path.unlink()
+                    self._log.warning("disk full: released the queue's ballast", bytes=BALLAST)
+            elif not path.exists() and shutil.disk_usage(path.parent).free > 4 * BALLAST:
+                with open(path, "wb") as f:
+                    f.truncate(0)
+                    os.posix_fallocate(f.fileno(), 0, BALLAST)
+        except OSError:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
     def _insert(self, batch: list[Reading]) -> int:
         rows = [(r.device, r.metric, json.dumps(r.value), r.unit, r.ts, r.quality)
@@ -255,7 +288,7 @@ class Queue:
                              (self._dropped_unsaved,))
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         self._dropped_unsaved = 0
         return int(first)
@@ -323,9 +356,14 @@ class Queue:
                                  (deleted, counter))
             self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
         return deleted
+
+    def _rollback(self) -> None:
+        """Roll back if a transaction is still open (SQLite ends some on its own, e.g. on FULL)."""
+        if self._db.in_transaction:
+            self._db.execute("ROLLBACK")
 
     # bounds
     def _depth(self) -> int:
@@ -353,9 +391,9 @@ class Queue:
         return int(self._db.execute("SELECT value FROM meta WHERE key='evicted'").fetchone()[0])
 
     def _enforce_limits(self, force: bool = False) -> None:
-        """Evict oldest-first past any bound; checked at most once a second."""
+        """Evict oldest-first past any bound; checked at most every `check_every` s."""
         now = time.monotonic()
-        if not force and now - self._last_check < 1.0:
+        if not force and now - self._last_check < self._check_every:
             return
         self._last_check = now
         lim, evicted = self.limits, 0
@@ -376,6 +414,7 @@ class Queue:
             evicted += self._evict_oldest(max(1000, self._depth() // 20), "min_free")
         if not evicted:
             self._full_ep.recovered(evicted_total=self._evicted())
+        self._ballast()
 
     def close(self) -> None:
         """Checkpoint the WAL and close; idempotent."""
