@@ -15,6 +15,8 @@ import sys
 import time
 from typing import Any, TextIO
 
+import structlog
+
 from agent import log
 from agent.bus import BusConfig, Port, open_buses, open_port
 from agent.config import load_config
@@ -63,13 +65,14 @@ def probe(config_path: str, device: str, *, plan: bool = False, orders: bool = F
         print(f"{config_path}: no device '{device}'{hint}; devices: {', '.join(names)}",
               file=sys.stderr)
         return 1
+    saved = structlog.get_config()
     log.setup("warning", "console", stream=sys.stderr)  # the trace says what the log would
     ports = open_buses(config.buses)
     driver = create(found, ports)
-    if not isinstance(driver, ModbusDriver):
-        print(f"{device}: probe shows Modbus devices only", file=sys.stderr)
-        return 1
     try:
+        if not isinstance(driver, ModbusDriver):
+            print(f"{device}: probe shows Modbus devices only", file=sys.stderr)
+            return 1
         if plan:
             _print_plan(driver, out)
             return 0
@@ -78,6 +81,7 @@ def probe(config_path: str, device: str, *, plan: bool = False, orders: bool = F
         driver.close()
         for port in ports.values():
             port.close()
+        structlog.configure(**saved)  # callers (tests, the agent) keep their logging
 
 
 def _print_plan(driver: ModbusDriver, out: TextIO) -> None:
