@@ -1,4 +1,4 @@
-"""The `edge-agent` command line: run, check, probe, scan, demo.
+"""The `edge-agent` command line: run, check, probe, scan, queue, demo.
 
 Exit codes: 0 success; 1 failure (including `check` finding errors); 2 `run` refused an invalid
 config (systemd does not restart on 2). User mistakes are printed as messages, never tracebacks.
@@ -7,7 +7,9 @@ config (systemd does not restart on 2). User mistakes are printed as messages, n
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 
 from agent import __version__
 
@@ -51,15 +53,27 @@ def main(argv: list[str] | None = None) -> int:
     p_scan.add_argument("--units", default="1-247", help="e.g. 1-247 or 1-10,20")
     p_scan.add_argument("--timeout", type=float, default=0.2, help="seconds per unit")
     p_scan.add_argument("--ascii", action="store_true", help="Modbus ASCII instead of RTU")
+    p_queue = sub.add_parser("queue", help="what is queued; export it (e.g. onto a USB stick)")
+    p_queue.add_argument("action", nargs="?", choices=["status", "export"], default="status")
+    p_queue.add_argument("-c", "--config", required=True, help="path to agent.yaml")
+    p_queue.add_argument("--since", help="export: readings from 2h ago, 2026-11-25, ...")
+    p_queue.add_argument("--device", help="export: only this device")
+    p_queue.add_argument("--delete", action="store_true",
+                         help="export: delete the exported readings from the queue")
     p_demo = sub.add_parser("demo", help="simulated PLC + local broker + agent, live output")
     p_demo.add_argument("--duration", type=float, default=None,
                         help="stop after this many seconds (default: until Ctrl-C)")
     args = parser.parse_args(argv)
 
     if args.command == "run":
+        # Catch SIGTERM/SIGINT from the first moment: importing the runtime takes a while, and a
+        # stop requested meanwhile must still end in a clean exit 0, not a signal death.
+        stop = threading.Event()
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+        signal.signal(signal.SIGINT, lambda *_: stop.set())
         from agent.runtime import run
 
-        return run(args.config)
+        return run(args.config, stop)
     if args.command == "check":
         return _check(args.config)
     if args.command == "probe":
@@ -76,6 +90,12 @@ def main(argv: list[str] | None = None) -> int:
         return scan(args.port, args.baudrate, units, parity=args.parity, stopbits=args.stopbits,
                     bytesize=args.bytesize, timeout=args.timeout,
                     framing="ascii" if args.ascii else "rtu")
+    if args.command == "queue":
+        from agent import queue_cmd
+
+        if args.action == "export":
+            return queue_cmd.export(args.config, args.since, args.device, args.delete)
+        return queue_cmd.status(args.config)
     from agent.demo import run_demo
 
     return run_demo(args.duration)

@@ -92,6 +92,13 @@ class LocalBroker:
             proc.kill()
             proc.wait()
 
+    def kill(self) -> None:
+        """SIGKILL, even while paused: whatever it had received but not processed is gone."""
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
     def pause(self) -> None:
         """SIGSTOP: the connection hangs instead of dropping."""
         if self.proc is not None:

@@ -91,6 +91,9 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+    if stop.is_set():  # asked to stop while starting up: nothing was started yet
+        log.get("agent").info("stop requested before start")
+        return EXIT_OK
     try:
         agent = Agent(config)
     except QueueError as exc:

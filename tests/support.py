@@ -60,6 +60,7 @@ class Collector:
         c.reconnect_delay_set(0.1, 0.5)
         c.on_connect = lambda cl, *_: cl.subscribe("#", qos=1)
         c.on_subscribe = lambda *_: self._subscribed.set()
+        c.on_disconnect = lambda *_: self._subscribed.clear()
         c.on_message = self._on_message
         c.connect("127.0.0.1", port)
         c.loop_start()
@@ -80,6 +81,11 @@ class Collector:
             self.messages.append((msg.topic, body, msg.retain))
             self._cond.notify_all()
 
+    def wait_subscribed(self, timeout: float = 10.0) -> None:
+        """After a broker restart: block until the subscription is back."""
+        if not self._subscribed.wait(timeout):
+            raise AssertionError("collector did not resubscribe")
+
     def telemetry(self) -> list[dict[str, Any]]:
         with self._cond:
             return [b for t, b, _ in self.messages if t.endswith("/telemetry")]
@@ -89,8 +95,9 @@ class Collector:
             return [b for t, b, _ in self.messages if t.endswith("/status")]
 
     def readings(self) -> list[dict[str, Any]]:
-        """Every reading received, in arrival order, with its device added."""
-        return [dict(r, device=m["device"]) for m in self.telemetry() for r in m["readings"]]
+        """Every reading received, in arrival order, with its message's device and flag added."""
+        return [dict(r, device=m["device"], historical=m["historical"])
+                for m in self.telemetry() for r in m["readings"]]
 
     def seqs(self) -> set[int]:
         return {r["seq"] for r in self.readings()}
