@@ -9,11 +9,11 @@ sees a published message validates it against them. Changing a field is a versio
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
+from functools import lru_cache
 from typing import Any
 
-from agent.model import QueuedReading
+from agent.model import Row
 
 PAYLOAD_VERSION = 1
 
@@ -26,24 +26,29 @@ def status_topic(prefix: str, gateway: str) -> str:
     return f"{prefix}/{gateway}/status"
 
 
-def encode_telemetry(gateway: str, device: str, batch: Sequence[QueuedReading],
-                     historical: bool = False) -> bytes:
-    """One device's readings, in seq order, as one telemetry message.
+@lru_cache(maxsize=4096)
+def _jstr(text: str | None) -> str:
+    """JSON for a string or null; names, units and qualities repeat, so this is cached."""
+    return json.dumps(text)
 
-    `historical`: the readings were queued while the uplink was down (backlog), so they may
-    arrive after newer live readings of the same device.
+
+def encode_telemetry(gateway: str, device: str, rows: Sequence[Row],
+                     historical: bool = False) -> bytes:
+    """One device's queued rows, in seq order, as one telemetry message.
+
+    Built by string assembly from the JSON the queue already stores for each value (the queue
+    stores only finite numbers: see Queue.put), which keeps the hot path free of per-reading
+    dicts. `historical`: the readings were queued while the uplink was down (backlog), so they
+    may arrive after newer live readings of the same device.
     """
-    readings = []
-    for q in batch:
-        r = q.reading
-        value, quality = r.value, r.quality
-        if isinstance(value, float) and not math.isfinite(value):
-            value, quality = None, "not_finite"  # JSON has no NaN/inf; say so instead
-        readings.append({"seq": q.seq, "ts": r.ts, "metric": r.metric, "value": value,
-                         "unit": r.unit, "quality": quality})
-    body = {"v": PAYLOAD_VERSION, "gateway": gateway, "device": device,
-            "historical": historical, "readings": readings}
-    return json.dumps(body, separators=(",", ":"), allow_nan=False).encode()
+    readings = ",".join(
+        f'{{"seq":{seq},"ts":{ts},"metric":{_jstr(metric)},"value":{value},'
+        f'"unit":{_jstr(unit)},"quality":{_jstr(quality)}}}'
+        for seq, _, metric, value, unit, ts, quality in rows
+    )
+    return (f'{{"v":{PAYLOAD_VERSION},"gateway":{_jstr(gateway)},"device":{_jstr(device)},'
+            f'"historical":{"true" if historical else "false"},"readings":[{readings}]}}'
+            ).encode()
 
 
 def encode_status(gateway: str, state: str, ts: int, version: str | None = None,

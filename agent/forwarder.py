@@ -22,7 +22,7 @@ from typing import Protocol
 from agent import log
 from agent.contract import encode_telemetry, telemetry_topic
 from agent.errors import PublishError, QueueError
-from agent.model import QueuedReading
+from agent.model import Row
 from agent.queue import Queue
 
 
@@ -167,10 +167,10 @@ class Forwarder:
         sent = False
         room = self._max_inflight - len(self._inflight)
         if room > 0:
-            rows = self._queue.take(self._live_after, self._batch_size * min(room, 8))
+            rows = self._queue.take_rows(self._live_after, self._batch_size * min(room, 8))
             if rows:
                 self._publish(rows, historical=False)
-                self._live_after = rows[-1].seq
+                self._live_after = rows[-1][0]
                 sent = True
         while self._backlog and self._max_inflight - len(self._inflight) > 0:
             budget = self._bucket.available()
@@ -178,22 +178,22 @@ class Forwarder:
                 break
             room = self._max_inflight - len(self._inflight)
             span = self._backlog[0]
-            rows = self._queue.take(span[0], min(self._batch_size * min(room, 8), budget),
+            rows = self._queue.take_rows(span[0], min(self._batch_size * min(room, 8), budget),
                                     before_seq=span[1])
             if not rows:
                 self._backlog.pop(0)
                 continue
             self._publish(rows, historical=True)
             self._bucket.spend(len(rows))
-            span[0] = rows[-1].seq
+            span[0] = rows[-1][0]
             sent = True
         return sent
 
-    def _publish(self, rows: list[QueuedReading], historical: bool) -> None:
+    def _publish(self, rows: list[Row], historical: bool) -> None:
         assert self.uplink is not None
-        by_device: dict[str, list[QueuedReading]] = {}
+        by_device: dict[str, list[Row]] = {}
         for row in rows:
-            by_device.setdefault(row.reading.device, []).append(row)
+            by_device.setdefault(row[1], []).append(row)
         now = time.monotonic()
         for device, batch in by_device.items():
             topic = telemetry_topic(self._prefix, self._gateway, device)
@@ -201,7 +201,7 @@ class Forwarder:
                 chunk = batch[i : i + self._batch_size]
                 payload = encode_telemetry(self._gateway, device, chunk, historical)
                 mid = self.uplink.publish(topic, payload)
-                self._inflight[mid] = ([q.seq for q in chunk], now)
+                self._inflight[mid] = ([row[0] for row in chunk], now)
 
 
 class TokenBucket:

@@ -38,6 +38,11 @@ class Reading:
     quality: str = GOOD
 
 
+Row = tuple[int, str, str, str, str | None, int, str]
+"""A queued reading as stored, for the forwarding hot path:
+(seq, device, metric, value as JSON text, unit, ts, quality)."""
+
+
 @dataclass(frozen=True, slots=True)
 class QueuedReading:
     """A reading as stored in the queue: `seq` grows by one per reading per gateway, forever."""

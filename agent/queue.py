@@ -43,7 +43,7 @@ from typing import Any, Literal
 
 from agent import log
 from agent.errors import QueueError
-from agent.model import QueuedReading, Reading, now_ms
+from agent.model import QueuedReading, Reading, Row, now_ms
 
 SEQ_RESERVE = 100_000
 BALLAST = 1_000_000
@@ -272,8 +272,7 @@ class Queue:
                 path.unlink()
 
     def _insert(self, batch: list[Reading]) -> int:
-        rows = [(r.device, r.metric, json.dumps(r.value), r.unit, r.ts, r.quality)
-                for r in batch]
+        rows = [_row(r) for r in batch]
         self._db.execute("BEGIN IMMEDIATE")
         try:
             (first,) = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
@@ -294,15 +293,19 @@ class Queue:
         return int(first)
 
     # reading and acknowledging
-    def take(self, after_seq: int, limit: int,
-             before_seq: int | None = None) -> list[QueuedReading]:
-        """Up to `limit` readings with after_seq < seq (< before_seq), oldest first."""
+    def take_rows(self, after_seq: int, limit: int, before_seq: int | None = None) -> list[Row]:
+        """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored."""
         upper = before_seq if before_seq is not None else 2**63 - 1
-        rows = self._read(
+        return self._read(
             "SELECT seq, device, metric, value, unit, ts, quality FROM readings"
             " WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?", (after_seq, upper, limit))
+
+    def take(self, after_seq: int, limit: int,
+             before_seq: int | None = None) -> list[QueuedReading]:
+        """Like `take_rows`, as `QueuedReading`s with their values decoded."""
         return [QueuedReading(seq, Reading(device, metric, json.loads(value), unit, ts, quality))
-                for seq, device, metric, value, unit, ts, quality in rows]
+                for seq, device, metric, value, unit, ts, quality
+                in self.take_rows(after_seq, limit, before_seq)]
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete the rows the broker acknowledged, in one transaction; returns rows deleted."""
@@ -426,6 +429,16 @@ class Queue:
                 pass  # already closed
             except sqlite3.Error as exc:
                 raise QueueError(f"cannot close queue {self.path}: {_describe(exc)}") from exc
+
+
+def _row(r: Reading) -> tuple[str, str, str, str | None, int, str]:
+    """A reading as stored. JSON has no NaN/inf: such a value is stored as null, quality
+    not_finite, so that what is queued is exactly what can be sent."""
+    try:
+        value = json.dumps(r.value, allow_nan=False)
+    except ValueError:
+        return (r.device, r.metric, "null", r.unit, r.ts, "not_finite")
+    return (r.device, r.metric, value, r.unit, r.ts, r.quality)
 
 
 def _code(exc: sqlite3.Error) -> int:
