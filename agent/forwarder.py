@@ -22,7 +22,7 @@ from typing import Protocol
 from agent import log
 from agent.contract import encode_telemetry, telemetry_topic
 from agent.errors import PublishError, QueueError
-from agent.model import Row
+from agent.model import Row, now_ms
 from agent.queue import Queue
 
 
@@ -59,6 +59,7 @@ class Forwarder:
         self._log = log.get("forward")
         self._episode = log.Episode(self._log, "forwarding failed", "forwarding resumed")
         self.published = 0  # readings acknowledged by the broker since start
+        self.last_ack_ms: int | None = None  # when the last telemetry PUBACK was processed
 
     # called from other threads
     def notify(self) -> None:
@@ -128,6 +129,7 @@ class Forwarder:
         if done:
             self._queue.ack(done)
             self.published += len(done)
+            self.last_ack_ms = now_ms()
             self._episode.recovered()
         if failed:
             self._episode.failed("refused", detail="broker refused a message; sending again")

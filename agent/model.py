@@ -1,14 +1,16 @@
 """The small frozen types at the centre of the agent.
 
 `Reading` is what a driver produces and what the queue stores; `QueuedReading` is a reading
-after the queue gave it its gateway-wide `seq`. This module imports nothing else of ours.
+after the queue gave it its gateway-wide `seq`. Besides `agent.clock` (time comes from the
+agent's clock, which tests can make jump) this module imports nothing else of ours.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Final
+
+from agent.clock import now_ms
 
 Value = bool | int | float | str | None
 
@@ -16,9 +18,7 @@ GOOD: Final = "good"
 """Quality of a reading whose value was read and decoded as configured."""
 
 
-def now_ms() -> int:
-    """Wall-clock time as UTC epoch milliseconds (the reading timestamp unit)."""
-    return time.time_ns() // 1_000_000
+__all__ = ["GOOD", "QueuedReading", "Reading", "Row", "Value", "now_ms"]
 
 
 @dataclass(frozen=True, slots=True)

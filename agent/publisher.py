@@ -43,6 +43,9 @@ class Publisher:
         self._log = log.get("uplink")
         self._episode = log.Episode(self._log, "uplink down", "uplink connected", 600.0)
         self._ever_connected = False
+        self.connected_since_ms: int | None = None
+        self.reconnects = 0  # connections made after the first
+        self.last_error: str | None = None
 
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -108,6 +111,9 @@ class Publisher:
                                      self._devices),
                        qos=1, retain=True)
         self.connected.set()
+        self.connected_since_ms = now_ms()
+        self.reconnects += self._ever_connected
+        self.last_error = None
         if not self._episode.recovered(host=self._cfg.host) and not self._ever_connected:
             self._log.info("uplink connected", host=self._cfg.host, port=self._cfg.port)
         self._ever_connected = True

@@ -11,6 +11,7 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 
 import drivers
@@ -51,6 +52,7 @@ class Agent:
         self.scheduler = Scheduler(self.runners, self.ports)
         self._log = log.get("agent")
         self._stopped = False
+        self.started_at = time.monotonic()
 
     def start(self) -> None:
         self.publisher.start()

@@ -56,10 +56,22 @@ class DeviceRunner:
                                      "queue write ok")
         self.polls = 0
         self.last_error: str | None = None
+        self.last_error_ms: int | None = None
+        self.last_ok_ms: int | None = None  # last poll that the device answered
 
     @property
     def online(self) -> bool:
         return self._failures == 0
+
+    @property
+    def state(self) -> str:
+        """`online`, `offline` (failing), or `stale` (no answer for 3 intervals, e.g. not yet
+        polled or a streaming sensor gone quiet)."""
+        if self._failures:
+            return "offline"
+        if self.last_ok_ms is None or now_ms() - self.last_ok_ms > 3000 * max(self.interval, 1):
+            return "stale"
+        return "online"
 
     def poll_once(self) -> None:
         """One scheduled beat: poll (unless backing off), queue the readings."""
@@ -90,6 +102,7 @@ class DeviceRunner:
             return self._failed(DriverError(f"driver crashed: {exc!r}"))
         if self._failures:
             self._device_ep.recovered()
+        self.last_ok_ms = now_ms()
         self._failures = 0
         self._next_attempt = 0.0
         self.last_error = None
@@ -100,6 +113,7 @@ class DeviceRunner:
         self._open = False
         self._failures += 1
         self.last_error = str(exc)
+        self.last_error_ms = now_ms()
         delay = min(self.interval * 2 ** (self._failures - 1), self._backoff_max)
         self._next_attempt = time.monotonic() + delay - self.interval * 0.5
         self._device_ep.failed(exc.quality, error=str(exc), retry_in_s=round(delay, 2))
