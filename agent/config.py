@@ -17,10 +17,10 @@ import os
 import re
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Self, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union, get_args, get_origin
 
 from annotated_types import Ge, Gt, Le, Lt
-from pydantic import BaseModel, Field, ValidationError, ValidationInfo, model_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo
 from pydantic import field_validator as field_check
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedOrderedMap, CommentedSet, TaggedScalar
@@ -30,11 +30,11 @@ from ruamel.yaml.scalarbool import ScalarBoolean
 
 from agent.bus import BusConfig
 from agent.errors import ConfigError, ConfigIssue
+from agent.mqtt_config import TOPIC_PREFIX_PATTERN, MqttConfig
 from agent.units import ByteSize, Duration, parse_duration
 from drivers import CONFIG_MODELS
 from drivers.base import NAME_PATTERN, DeviceConfig, Strict
 
-TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
 _TOP_KEYS = "gateway, mqtt, queue, devices"
 PROFILES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                         "config", "profiles")
@@ -50,33 +50,6 @@ class GatewayConfig(Strict):
 
     id: str = Field(pattern=NAME_PATTERN, max_length=64, description="gateway id (topic level)")
     site: str | None = Field(default=None, description="free-form site label, e.g. songdo-d3")
-
-
-class MqttConfig(Strict):
-    """The MQTT uplink: broker, topics, QoS, batching and reconnect backoff."""
-
-    host: str = Field(min_length=1, description="broker host name or IP address")
-    port: int = Field(default=1883, ge=1, le=65535, description="broker TCP port")
-    topic_prefix: str = Field(
-        default="city", pattern=TOPIC_PREFIX_PATTERN,
-        description="first topic levels, e.g. city or city/water; no wildcards, no outer '/'",
-    )
-    qos: Literal[0, 1] = Field(default=1, description="MQTT QoS for readings (1: at least once)")
-    client_id: str | None = Field(
-        default=None, max_length=128, description="MQTT client id; default derived from gateway"
-    )
-    keepalive: Duration = Field(default=30.0, ge=5, le=3600, description="MQTT keepalive")
-    batch_size: int = Field(default=100, ge=1, le=10000, description="max readings per message")
-    max_inflight: int = Field(default=20, ge=1, le=1000, description="messages awaiting PUBACK")
-    reconnect_min: Duration = Field(default=1.0, gt=0, description="first reconnect delay")
-    reconnect_max: Duration = Field(default=60.0, gt=0, description="longest reconnect delay")
-
-    @model_validator(mode="after")
-    def _backoff_order(self) -> Self:
-        if self.reconnect_min > self.reconnect_max:
-            raise ValueError(f"reconnect_min ({self.reconnect_min:g} s) must not exceed "
-                             f"reconnect_max ({self.reconnect_max:g} s)")
-        return self
 
 
 class QueueConfig(Strict):

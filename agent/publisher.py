@@ -18,10 +18,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent import __version__, log
-from agent.config import MqttConfig
 from agent.contract import encode_status, status_topic
 from agent.errors import PublishError
 from agent.model import now_ms
+from agent.mqtt_config import MqttConfig
 
 _OK_RCS = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho keeps it and resends
 
