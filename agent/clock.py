@@ -14,6 +14,7 @@ import ctypes
 import ctypes.util
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 FLOOR_MS = 1_764_000_000_000  # 2025-11-24: a wall clock earlier than this is certainly wrong
@@ -56,6 +57,7 @@ class SystemClock:
     """The machine's clock; the sync state is re-read at most every few seconds."""
 
     def __init__(self, recheck: float = 5.0) -> None:
+        self.trusted = False  # gateway.clock: trusted (a battery RTC, or a host that keeps time)
         self._recheck = recheck
         self._checked_at = -recheck
         self._synced = False
@@ -74,7 +76,7 @@ class SystemClock:
                 self._checked_at = now
                 kernel = kernel_synced()
                 plausible = self.now_ms() >= FLOOR_MS
-                self._synced = plausible and kernel is not False
+                self._synced = plausible and (self.trusted or kernel is not False)
             return self._synced
 
 
@@ -99,6 +101,31 @@ class ManualClock:
         self._wall_offset = now_ms - time.monotonic_ns() // 1_000_000
         if synced is not None:
             self._synced = synced
+
+
+def boot_id() -> str:
+    """This boot's identity: monotonic times compare only within one boot."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return "unknown"
+
+
+def corrector(clock: Clock) -> Callable[[int, str], tuple[int, str]]:
+    """For a reading stamped while the clock was unsynchronized (tag "boot:offset", the
+    wall-minus-monotonic offset then): its corrected time and "corrected" once the clock is
+    synchronized in the same boot, else its time as stamped and "unsynced"."""
+    synced, boot = clock.synced(), boot_id()
+    offset_now = clock.now_ms() - clock.mono_ms()
+
+    def fix(ts: int, tag: str) -> tuple[int, str]:
+        tag_boot, _, offset_then = tag.rpartition(":")
+        if synced and tag_boot == boot:
+            return ts - int(offset_then) + offset_now, "corrected"
+        return ts, "unsynced"
+
+    return fix
 
 
 SYSTEM = SystemClock()

@@ -50,6 +50,9 @@ class GatewayConfig(Strict):
 
     id: str = Field(pattern=NAME_PATTERN, max_length=64, description="gateway id (topic level)")
     site: str | None = Field(default=None, description="free-form site label, e.g. songdo-d3")
+    clock: Literal["auto", "trusted"] = Field(
+        default="auto", description="auto: readings are flagged until NTP has synchronized the "
+        "clock (the kernel says so); trusted: the clock is always right (battery RTC)")
 
 
 class QueueConfig(Strict):

@@ -33,7 +33,7 @@ GATEWAY = "demo-gw-001"
 def demo_config(workdir: Path, broker_port: int, plc_port: int) -> AgentConfig:
     """The agent config the demo runs: one PLC polled every second."""
     return AgentConfig.model_validate({
-        "gateway": {"id": GATEWAY, "site": "demo"},
+        "gateway": {"id": GATEWAY, "site": "demo", "clock": "trusted"},  # a PC keeps time
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "topic_prefix": "city", "qos": 1},
         "queue": {"path": str(workdir / "queue.db")},
         "log": {"level": "info", "format": "console"},

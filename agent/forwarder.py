@@ -20,9 +20,11 @@ from collections.abc import Callable
 from typing import Protocol
 
 from agent import log
-from agent.contract import encode_telemetry, telemetry_topic
+from agent.clock import corrector, current
+from agent.contract import encode_senml, encode_telemetry, telemetry_topic
 from agent.errors import PublishError, QueueError
 from agent.model import Row, now_ms
+from agent.mqtt_config import MqttConfig
 from agent.queue import Queue
 
 
@@ -36,16 +38,19 @@ class Uplink(Protocol):
 class Forwarder:
     """Moves readings from `queue` to `uplink` until stopped. Run `start()`, then `stop()`."""
 
-    def __init__(self, queue: Queue, gateway: str, topic_prefix: str, batch_size: int,
-                 max_inflight: int, ack_timeout: float = 60.0,
-                 retry_delay: float = 1.0, backlog_rate: float = 0) -> None:
+    def __init__(self, queue: Queue, gateway: str, cfg: MqttConfig,
+                 backlog_rate: float = 0) -> None:
         self._queue = queue
         self._gateway = gateway
-        self._prefix = topic_prefix
-        self._batch_size = batch_size
-        self._max_inflight = max_inflight
-        self._ack_timeout = ack_timeout
-        self._retry_delay = retry_delay
+        self._prefix = cfg.topic_prefix
+        self._batch_size = cfg.batch_size
+        self._max_inflight = cfg.max_inflight
+        self._max_payload = cfg.max_payload
+        self._linger = cfg.linger
+        self._linger_since: float | None = None
+        self._encode = encode_senml if cfg.encoding == "senml" else encode_telemetry
+        self._ack_timeout = max(30.0, 2 * cfg.keepalive)
+        self._retry_delay = cfg.reconnect_min
         self.uplink: Uplink | None = None
         self._acks: deque[tuple[int, bool]] = deque()
         self._inflight: dict[int, tuple[list[int], float]] = {}
@@ -112,6 +117,9 @@ class Forwarder:
                 delay = 1.0
                 if self._backlog and self._bucket.wait_time() > 0:
                     delay = max(0.005, self._bucket.wait_time())
+                if self._linger_since is not None:
+                    left = self._linger - (time.monotonic() - self._linger_since)
+                    delay = min(delay, max(0.001, left))
                 self._wake.wait(delay)
 
     def _process_acks(self) -> None:
@@ -170,7 +178,14 @@ class Forwarder:
         room = self._max_inflight - len(self._inflight)
         if room > 0:
             rows = self._queue.take_rows(self._live_after, self._batch_size * min(room, 8))
+            if rows and len(rows) < self._batch_size and self._linger:
+                # a part-filled batch may wait `linger` for more readings: fewer, fuller messages
+                now = time.monotonic()
+                self._linger_since = self._linger_since or now
+                if now - self._linger_since < self._linger:
+                    rows = []
             if rows:
+                self._linger_since = None
                 self._publish(rows, historical=False)
                 self._live_after = rows[-1][0]
                 sent = True
@@ -192,18 +207,27 @@ class Forwarder:
         return sent
 
     def _publish(self, rows: list[Row], historical: bool) -> None:
-        assert self.uplink is not None
         by_device: dict[str, list[Row]] = {}
         for row in rows:
             by_device.setdefault(row[1], []).append(row)
-        now = time.monotonic()
+        fix = corrector(current()) if any(row[7] for row in rows) else None
         for device, batch in by_device.items():
             topic = telemetry_topic(self._prefix, self._gateway, device)
             for i in range(0, len(batch), self._batch_size):
-                chunk = batch[i : i + self._batch_size]
-                payload = encode_telemetry(self._gateway, device, chunk, historical)
-                mid = self.uplink.publish(topic, payload)
-                self._inflight[mid] = ([row[0] for row in chunk], now)
+                self._send(topic, device, batch[i : i + self._batch_size], historical, fix)
+
+    def _send(self, topic: str, device: str, chunk: list[Row], historical: bool,
+              fix: Callable[[int, str], tuple[int, str]] | None) -> None:
+        """One message; halved until it fits `max_payload` (a single reading always goes)."""
+        assert self.uplink is not None
+        payload = self._encode(self._gateway, device, chunk, historical, fix)
+        if len(payload) > self._max_payload and len(chunk) > 1:
+            half = len(chunk) // 2
+            self._send(topic, device, chunk[:half], historical, fix)
+            self._send(topic, device, chunk[half:], historical, fix)
+            return
+        mid = self.uplink.publish(topic, payload)
+        self._inflight[mid] = ([row[0] for row in chunk], time.monotonic())
 
 
 class TokenBucket:

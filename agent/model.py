@@ -38,9 +38,9 @@ class Reading:
     quality: str = GOOD
 
 
-Row = tuple[int, str, str, str, str | None, int, str]
-"""A queued reading as stored, for the forwarding hot path:
-(seq, device, metric, value as JSON text, unit, ts, quality)."""
+Row = tuple[int, str, str, str, str | None, int, str, str | None]
+"""A queued reading as stored, for the forwarding hot path: (seq, device, metric, value as
+JSON text, unit, ts, quality, unsynced: None or "boot:offset" if the clock was not synced)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from agent import log
+from agent.clock import boot_id, current
 from agent.errors import QueueError
 from agent.model import QueuedReading, Reading, Row, now_ms
 
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS readings (
     value   TEXT NOT NULL,        -- JSON: keeps bool/int/float/str/null apart
     unit    TEXT,
     ts      INTEGER NOT NULL,     -- UTC epoch ms at poll time
-    quality TEXT NOT NULL
+    quality TEXT NOT NULL,
+    unsynced TEXT                 -- NULL, or "boot:offset" when the clock was not synchronized
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO meta VALUES ('depth', (SELECT count(*) FROM readings));
@@ -148,6 +150,9 @@ class Queue:
             db.execute("PRAGMA journal_size_limit=67108864")
             floor = self._read_floor()
             db.executescript(_SCHEMA.format(next_seq=max(1, floor)))  # atomic: one transaction
+            columns = {row[1] for row in db.execute("PRAGMA table_info(readings)")}
+            if "unsynced" not in columns:  # a queue written by 0.1.0
+                db.execute("ALTER TABLE readings ADD COLUMN unsynced TEXT")
         except BaseException:
             db.close()
             raise
@@ -272,12 +277,14 @@ class Queue:
                 path.unlink()
 
     def _insert(self, batch: list[Reading]) -> int:
-        rows = [_row(r) for r in batch]
+        clock = current()
+        tag = None if clock.synced() else f"{boot_id()}:{clock.now_ms() - clock.mono_ms()}"
+        rows = [(*_row(r), tag) for r in batch]
         self._db.execute("BEGIN IMMEDIATE")
         try:
             (first,) = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
             self._raise_floor(first + len(rows))
-            self._db.executemany("INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?)",
+            self._db.executemany("INSERT INTO readings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                                  [(first + i, *row) for i, row in enumerate(rows)])
             self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'",
                              (first + len(rows),))
@@ -297,14 +304,14 @@ class Queue:
         """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored."""
         upper = before_seq if before_seq is not None else 2**63 - 1
         return self._read(
-            "SELECT seq, device, metric, value, unit, ts, quality FROM readings"
+            "SELECT seq, device, metric, value, unit, ts, quality, unsynced FROM readings"
             " WHERE seq > ? AND seq < ? ORDER BY seq LIMIT ?", (after_seq, upper, limit))
 
     def take(self, after_seq: int, limit: int,
              before_seq: int | None = None) -> list[QueuedReading]:
         """Like `take_rows`, as `QueuedReading`s with their values decoded."""
         return [QueuedReading(seq, Reading(device, metric, json.loads(value), unit, ts, quality))
-                for seq, device, metric, value, unit, ts, quality
+                for seq, device, metric, value, unit, ts, quality, _
                 in self.take_rows(after_seq, limit, before_seq)]
 
     def ack(self, seqs: Iterable[int]) -> int:

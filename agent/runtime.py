@@ -17,6 +17,7 @@ from types import FrameType
 import drivers
 from agent import __version__, log
 from agent.bus import open_buses
+from agent.clock import SYSTEM
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError, QueueError
 from agent.forwarder import Forwarder
@@ -32,15 +33,12 @@ class Agent:
 
     def __init__(self, config: AgentConfig) -> None:
         self.config = config
+        SYSTEM.trusted = config.gateway.clock == "trusted"
         gw, mq = config.gateway.id, config.mqtt
         qc = config.queue
         self.queue = Queue(qc.path, qc.synchronous,
                            Limits(qc.max_bytes, qc.max_age, qc.min_free))
-        self.forwarder = Forwarder(
-            self.queue, gw, mq.topic_prefix, mq.batch_size, mq.max_inflight,
-            ack_timeout=max(30.0, 2 * mq.keepalive), retry_delay=mq.reconnect_min,
-            backlog_rate=qc.backlog_rate,
-        )
+        self.forwarder = Forwarder(self.queue, gw, mq, backlog_rate=qc.backlog_rate)
         self.queue.set_listener(self.forwarder.notify)
         devices = [d for d in config.devices if d.enabled]
         self.publisher = Publisher(mq, gw, [d.name for d in devices],
