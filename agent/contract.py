@@ -26,6 +26,10 @@ def status_topic(prefix: str, gateway: str) -> str:
     return f"{prefix}/{gateway}/status"
 
 
+def health_topic(prefix: str, gateway: str) -> str:
+    return f"{prefix}/{gateway}/health"
+
+
 @lru_cache(maxsize=4096)
 def _jstr(text: str | None) -> str:
     """JSON for a string or null; names, units and qualities repeat, so this is cached."""

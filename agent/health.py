@@ -8,14 +8,17 @@ on `{prefix}/{gateway}/health` (schema: config/schemas/health.schema.json) and s
 
 from __future__ import annotations
 
+import json
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent import __version__
+from agent import __version__, log
 from agent.clock import current
-from agent.contract import PAYLOAD_VERSION
+from agent.contract import PAYLOAD_VERSION, health_topic
+from agent.errors import AgentError
 
 if TYPE_CHECKING:
     from agent.runtime import Agent
@@ -77,3 +80,42 @@ def snapshot(agent: Agent) -> dict[str, Any]:
             for r in agent.runners
         },
     }
+
+
+class HealthReporter:
+    """Publishes the snapshot (QoS 1, retained) every `interval` s while the uplink is up.
+
+    Nothing is queued for health while offline: the next message after reconnect says it all.
+    """
+
+    def __init__(self, agent: Agent, interval: float) -> None:
+        self._agent = agent
+        self._interval = interval
+        self._topic = health_topic(agent.config.mqtt.topic_prefix, agent.config.gateway.id)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = log.get("health")
+        self.sent = 0
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        uplink = self._agent.publisher
+        while not self._stop.is_set():
+            if not uplink.connected.wait(0.5):
+                continue
+            try:
+                body = json.dumps(snapshot(self._agent), separators=(",", ":")).encode()
+                uplink.publish(self._topic, body, qos=1, retain=True)
+                self.sent += 1
+            except (AgentError, OSError) as exc:
+                self._log.warning("health not published", error=str(exc))
+            self._stop.wait(self._interval)

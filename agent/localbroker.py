@@ -52,17 +52,21 @@ class LocalBroker:
     """`mosquitto` on 127.0.0.1:`port`, anonymous; `persistent` keeps sessions across restarts."""
 
     def __init__(self, workdir: str | Path, port: int | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, listener_options: list[str] | None = None,
+                 anonymous: bool = True) -> None:
         self.workdir = Path(workdir)
         self.port = port or free_port()
         self.persistent = persistent
+        self.listener_options = listener_options or []  # e.g. certfile/keyfile, password_file
+        self.anonymous = anonymous
         self.proc: subprocess.Popen[bytes] | None = None
         self.binary = find_mosquitto()
 
     def start(self, timeout: float = 10.0) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
         conf = self.workdir / "mosquitto.conf"
-        lines = [f"listener {self.port} 127.0.0.1", "allow_anonymous true",
+        lines = [f"listener {self.port} 127.0.0.1", *self.listener_options,
+                 f"allow_anonymous {'true' if self.anonymous else 'false'}",
                  "max_queued_messages 0"]
         if self.persistent:  # sessions and queued messages survive stop()/start()
             lines += ["persistence true", f"persistence_location {self.workdir}/"]

@@ -86,6 +86,7 @@ class Publisher:
         self.connected_since_ms: int | None = None
         self.reconnects = 0  # connections made after the first
         self.last_error: str | None = None
+        self.attempts = 0  # connection attempts made
 
         v5 = cfg.protocol == "5"
         client = mqtt.Client(
@@ -157,6 +158,7 @@ class Publisher:
         self._client.connect_async(self._cfg.host, self._cfg.port, round(self._cfg.keepalive))
         while not self._stop.is_set():
             self._accepted = self._refused = False
+            self.attempts += 1
             try:
                 self._client.reconnect()  # TCP, TLS handshake, CONNECT
             except (OSError, ssl.SSLError, ValueError) as exc:
@@ -169,8 +171,9 @@ class Publisher:
             if self._stop.is_set():
                 break
             if not self._accepted and not self._refused:
-                self._fail("the broker closed the connection before accepting it (TLS client "
-                           "certificate required or rejected?)")
+                hint = ("client certificate required or rejected?" if self._cfg.tls else
+                        "a TLS port? then set mqtt.tls")
+                self._fail(f"the broker closed the connection before accepting it ({hint})")
             self._backoff()
 
     def _backoff(self) -> None:

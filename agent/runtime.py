@@ -21,6 +21,7 @@ from agent.clock import SYSTEM
 from agent.config import AgentConfig, load_config
 from agent.errors import ConfigError, QueueError
 from agent.forwarder import Forwarder
+from agent.health import HealthReporter
 from agent.publisher import Publisher
 from agent.queue import Limits, Queue
 from agent.scheduler import DeviceRunner, Scheduler
@@ -51,11 +52,13 @@ class Agent:
         self._log = log.get("agent")
         self._stopped = False
         self.started_at = time.monotonic()
+        self.health = HealthReporter(self, config.mqtt.health_interval)
 
     def start(self) -> None:
         self.publisher.start()
         self.forwarder.start()
         self.scheduler.start()
+        self.health.start()
         stats = self.queue.stats()
         self._log.info("agent started", version=__version__, gateway=self.config.gateway.id,
                        devices=len(self.runners), queued=stats.depth, queue=str(self.queue.path))
@@ -65,6 +68,7 @@ class Agent:
         if self._stopped:
             return
         self._stopped = True
+        self.health.stop()
         self.scheduler.stop()
         self.forwarder.stop(grace=2.0)
         self.publisher.stop()

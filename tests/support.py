@@ -42,6 +42,7 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 
 TELEMETRY = _validator("telemetry.schema.json")
 STATUS = _validator("status.schema.json")
+HEALTH = _validator("health.schema.json")
 
 
 class Collector:
@@ -51,13 +52,19 @@ class Collector:
     agent publishes while the collector is still reconnecting are kept for it, not lost.
     """
 
-    def __init__(self, port: int, client_id: str = "test-collector") -> None:
+    def __init__(self, port: int, client_id: str = "test-collector", ca: Path | None = None,
+                 cert: Path | None = None, key: Path | None = None,
+                 username: str | None = None, password: str | None = None) -> None:
         self.messages: list[tuple[str, dict[str, Any], bool]] = []
         self.invalid: list[str] = []
         self._cond = threading.Condition()
         self._subscribed = threading.Event()
         c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         c.reconnect_delay_set(0.1, 0.5)
+        if ca is not None:
+            c.tls_set(ca_certs=str(ca), certfile=cert and str(cert), keyfile=key and str(key))
+        if username is not None:
+            c.username_pw_set(username, password)
         c.on_connect = lambda cl, *_: cl.subscribe("#", qos=1)
         c.on_subscribe = lambda *_: self._subscribed.set()
         c.on_disconnect = lambda *_: self._subscribed.clear()
@@ -71,7 +78,8 @@ class Collector:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             body = json.loads(msg.payload)
-            validator = STATUS if msg.topic.endswith("/status") else TELEMETRY
+            validator = (STATUS if msg.topic.endswith("/status") else
+                         HEALTH if msg.topic.endswith("/health") else TELEMETRY)
             errors = [e.message for e in validator.iter_errors(body)]
         except ValueError as exc:
             body, errors = {}, [f"not JSON: {exc}"]
@@ -89,6 +97,10 @@ class Collector:
     def telemetry(self) -> list[dict[str, Any]]:
         with self._cond:
             return [b for t, b, _ in self.messages if t.endswith("/telemetry")]
+
+    def healths(self) -> list[dict[str, Any]]:
+        with self._cond:
+            return [b for t, b, _ in self.messages if t.endswith("/health")]
 
     def statuses(self) -> list[dict[str, Any]]:
         with self._cond:
