@@ -114,7 +114,7 @@ CASES: list[tuple[str, str | bytes, list[tuple[int, int, str]]]] = [
      [(1, 1, "top level: missing required key 'queue'")]),
     ("unknown-driver", edit(("driver: modbus_tcp", "driver: modbus_tpc")),
      [(8, 13, "devices[0].driver: 'modbus_tpc' is not a known driver; known: modbus_tcp, "
-              "modbus_rtu, modbus_ascii (did you mean 'modbus_tcp'?)")]),
+              "modbus_rtu, modbus_ascii, serial_line (did you mean 'modbus_tcp'?)")]),
     ("missing-driver", edit(("    driver: modbus_tcp\n", "")),
      [(7, 5, "devices[0]: missing required key 'driver'")]),
     ("device-not-mapping", BASE + "  - just-a-name\n", [(15, 5, "devices[1]: expected a mapping")]),
@@ -238,14 +238,14 @@ def test_unreadable_paths_are_located_at_line_one(
         def refuse(*_args: object, **_kwargs: object) -> None:
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr("agent.config.open", refuse, raising=False)
+        monkeypatch.setattr("agent.config_yaml.open", refuse, raising=False)
     [denied] = issues_of(locked)
     assert (denied.line, denied.col) == (1, 1) and "permission denied" in denied.message
 
 
 def test_json_schema_describes_every_section() -> None:
     schema = json_schema()
-    assert set(schema["required"]) == {"gateway", "mqtt", "queue", "devices"}
+    assert set(schema["required"]) == {"gateway", "mqtt", "queue"}  # devices: or devices.d
     mqtt = schema["$defs"]["MqttConfig"]["properties"]
     assert all("description" in field for field in mqtt.values())
 

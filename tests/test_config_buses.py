@@ -98,8 +98,8 @@ def test_profile_errors_point_into_the_profile(tmp_path: Path) -> None:
         "one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string "
         "(did you mean 'float32'?)",
         "profiles/mine.yaml:5:1: profile mine: unknown key 'colour'; allowed: points, "
-        "description, byte_order, max_gap, max_registers_per_read, max_bits_per_read, timeout, "
-        "interval",
+        "description, interval, timeout, byte_order, max_gap, max_registers_per_read, "
+        "max_bits_per_read",
     ]
 
 
