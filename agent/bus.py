@@ -7,8 +7,10 @@ the next request after the peer dropped it or a timeout left it out of step). A 
 its users with a lock, keeps the line silent for the inter-frame delay between transactions,
 opens itself on demand, and turns every I/O failure into a `DeviceTimeout` (silence) or a
 `DeviceUnreachable` (the port or connection is gone), with the port's name in the message.
-It knows nothing about Modbus: framing is the driver's. The scheduler gives each bus one
-worker thread, so requests on one line never overlap and different lines poll in parallel.
+`read_available` hands whatever arrived to a core listener (`agent.stream`) for sensors that
+talk on their own. It knows nothing about Modbus or text protocols: framing is the driver's.
+The scheduler gives each bus one worker thread, so requests on one line never overlap and
+different lines poll in parallel.
 """
 
 from __future__ import annotations
@@ -79,10 +81,12 @@ class Port(Protocol):
     name: str
     lock: threading.RLock
     timeout: float
+    opens: int
 
     def send(self, data: bytes) -> None: ...
     def recv(self, n: int, deadline: float) -> bytes: ...
     def recv_line(self, deadline: float) -> bytes: ...
+    def read_available(self, timeout: float) -> bytes: ...
     def discard_input(self) -> None: ...
     def close(self) -> None: ...
 
@@ -96,6 +100,8 @@ class _PortBase:
         self.gap = gap
         self._quiet_since = 0.0
         self._buffer = b""
+        self.opens = 0
+        """How many times the port was opened: a listener sees a reopen by it changing."""
 
     def _wait_gap(self) -> None:
         wait = self._quiet_since + self.gap - time.monotonic()
@@ -121,6 +127,17 @@ class _PortBase:
         out, self._buffer = self._buffer[:end], self._buffer[end:]
         self._quiet_since = time.monotonic()
         return out
+
+    def read_available(self, timeout: float) -> bytes:
+        """What arrives within `timeout` s (b"" if nothing), for callers that frame bytes
+        themselves (`agent.stream.Listener`); DeviceUnreachable when the port is gone."""
+        if self._buffer:
+            out, self._buffer = self._buffer, b""
+            return out
+        return self._read_within(timeout)
+
+    def _read_within(self, timeout: float) -> bytes:
+        raise NotImplementedError
 
     def _silent(self) -> DeviceTimeout:
         got = f" (got {len(self._buffer)} byte(s) of a reply)" if self._buffer else ""
@@ -149,6 +166,7 @@ class SerialPort(_PortBase):
                 )
             except (serial.SerialException, OSError, ValueError) as exc:
                 raise DeviceUnreachable(f"cannot open {self.name}: {exc}") from None
+            self.opens += 1
         return self._serial
 
     def send(self, data: bytes) -> None:
@@ -176,6 +194,16 @@ class SerialPort(_PortBase):
         if not data:
             raise self._silent()
         return data
+
+    def _read_within(self, timeout: float) -> bytes:
+        ser = self._open()
+        try:
+            if ser.timeout != timeout:
+                ser.timeout = timeout
+            return bytes(ser.read(max(1, ser.in_waiting)))
+        except (serial.SerialException, OSError) as exc:
+            self.close()
+            raise DeviceUnreachable(f"{self.name} failed: {exc}") from None
 
     def discard_input(self) -> None:
         """Drop stale bytes (a late reply from a unit that already timed out)."""
@@ -212,6 +240,7 @@ class TcpPort(_PortBase):
                                         f"{exc.strerror or exc}") from None
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._sock, self._buffer = sock, b""
+            self.opens += 1
         return self._sock
 
     def send(self, data: bytes) -> None:
@@ -234,6 +263,21 @@ class TcpPort(_PortBase):
             data = sock.recv(4096)
         except TimeoutError:
             raise self._silent() from None
+        except OSError as exc:
+            self.close()
+            raise DeviceUnreachable(f"connection to {self.name} lost: "
+                                    f"{exc.strerror or exc}") from None
+        if not data:
+            self.close()
+            raise DeviceUnreachable(f"connection to {self.name} closed by the peer")
+        return data
+
+    def _read_within(self, timeout: float) -> bytes:
+        sock = self._open()
+        if not select.select([sock], [], [], timeout)[0]:
+            return b""
+        try:
+            data = sock.recv(4096)
         except OSError as exc:
             self.close()
             raise DeviceUnreachable(f"connection to {self.name} lost: "

@@ -109,12 +109,18 @@ class DeviceRunner:
         return readings
 
     def _failed(self, exc: DriverError) -> list[Reading]:
-        self.driver.close()
-        self._open = False
+        # A passive driver only parses what a core listener (agent.stream) heard: polling it
+        # costs nothing, and the listener reopens the port with its own backoff, so it is
+        # neither closed nor backed off here (its next poll says at once it is back).
+        passive = bool(getattr(self.driver, "passive", False))
+        if not passive:
+            self.driver.close()
+            self._open = False
         self._failures += 1
         self.last_error = str(exc)
         self.last_error_ms = now_ms()
-        delay = min(self.interval * 2 ** (self._failures - 1), self._backoff_max)
+        delay = self.interval if passive else min(self.interval * 2 ** (self._failures - 1),
+                                                  self._backoff_max)
         self._next_attempt = time.monotonic() + delay - self.interval * 0.5
         self._device_ep.failed(exc.quality, error=str(exc), retry_in_s=round(delay, 2))
         ts = now_ms()

@@ -13,11 +13,13 @@ from drivers.base import DeviceConfig, Driver, DriverClass
 from drivers.modbus_ascii import ModbusAscii
 from drivers.modbus_rtu import ModbusRtu
 from drivers.modbus_tcp import ModbusTcp, ModbusTcpConfig
+from drivers.serial_line import SerialLine
 
 REGISTRY: dict[str, DriverClass] = {
     "modbus_tcp": ModbusTcp,
     "modbus_rtu": ModbusRtu,
     "modbus_ascii": ModbusAscii,
+    "serial_line": SerialLine,
 }
 
 CONFIG_MODELS: dict[str, type[DeviceConfig]] = {

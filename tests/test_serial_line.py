@@ -1,0 +1,224 @@
+"""The serial_line driver against a simulated text sensor on a real pty (`agent.linesim`):
+streamed lines with noise, split frames and bad checksums; polled replies; a silent sensor;
+a USB adapter unplugged and plugged back under another tty; parking events on change."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from agent.bus import BusConfig, open_port
+from agent.errors import DeviceTimeout, DeviceUnreachable
+from agent.linesim import LineSensor
+from agent.model import Reading
+from agent.queue import Queue
+from agent.scheduler import DeviceRunner
+from drivers import create
+from drivers.serial_line import DeviceStale, SerialLine, SerialLineConfig
+from drivers.serial_parse import checksum
+from tests.support import wait_until
+
+PM = [{"name": "pm25", "key": "PM2.5", "unit": "ug/m3"}, {"name": "pm10", "key": "PM10",
+                                                          "unit": "ug/m3"}]
+
+
+@pytest.fixture
+def sensor(tmp_path: Path) -> Iterator[LineSensor]:
+    s = LineSensor(tmp_path / "usb-FTDI_FT232R_A50285BI-if00-port0")
+    yield s
+    s.close()
+
+
+def line_driver(sensor: LineSensor, **config: Any) -> SerialLine:
+    port = open_port(BusConfig(name="env", port=str(sensor.link), timeout=0.3))
+    cfg = SerialLineConfig.model_validate(
+        {"name": "env", "driver": "serial_line", "bus": "env", "mode": "stream",
+         "format": "pairs", "points": PM} | config)
+    driver = create(cfg, {"env": port})
+    assert isinstance(driver, SerialLine)
+    return driver
+
+
+def listening(driver: SerialLine) -> SerialLine:
+    """Open and wait until the port is open (pyserial drops what arrived before it opened)."""
+    driver.open()
+    assert driver.listener is not None
+    wait_until(lambda: driver.listener is not None and driver.listener.connected,
+               what="the listener to open the port")
+    return driver
+
+
+def poll_until(driver: SerialLine, count: int, what: str, *, unplugged: bool = False
+               ) -> list[Reading]:
+    got: list[Reading] = []
+
+    def enough() -> bool:
+        try:
+            got.extend(driver.poll())
+        except DeviceUnreachable:
+            if not unplugged:
+                raise
+        return len(got) >= count
+
+    wait_until(enough, timeout=5, what=what)
+    return got
+
+
+def nmea(body: bytes) -> bytes:
+    return body + b"*" + f"{checksum('xor', body):02X}".encode() + b"\r\n"
+
+
+def test_stream_with_noise_split_frames_and_bad_checksums(sensor: LineSensor) -> None:
+    with capture_logs() as logs:
+        driver = listening(line_driver(sensor, checksum={"type": "xor", "separator": "*"},
+                                       frames="all", max_length=64))
+        sensor.write(nmea(b"PM2.5=12.3,PM10=20.1")
+                     + b"\x9c\xfe\x00\xe3\x1c\xff\r\n"             # wrong-baud noise
+                     + b"PM2.5=99.9,PM10=99.9*00\r\n"               # damaged on the way
+                     + b"PM2.5=" + b"9" * 100 + b"\r\n"             # a runaway frame
+                     + nmea(b"PM2.5=12.5,PM10=20.4")
+                     + nmea(b"PM2.5=13.0,PM10=21.0")[:9])           # the rest comes later
+        first = poll_until(driver, 4, "the two good frames")
+        assert [(r.metric, r.value, r.quality) for r in first] == [
+            ("pm25", 12.3, "good"), ("pm25", 12.5, "good"),
+            ("pm10", 20.1, "good"), ("pm10", 20.4, "good")]
+        assert all(r.unit == "ug/m3" for r in first)
+        assert driver.framer.pending == 9, "the half frame waits for its other half"
+        sensor.write(nmea(b"PM2.5=13.0,PM10=21.0")[9:])
+        assert [(r.metric, r.value) for r in poll_until(driver, 2, "the rest")] == [
+            ("pm25", 13.0), ("pm10", 21.0)]
+        sensor.write(b"PM2.5=1,PM10=2*FF\r\n")
+        assert [(r.value, r.quality) for r in poll_until(driver, 2, "a bad-only poll")] == [
+            (None, "checksum_error"), (None, "checksum_error")]
+        driver.close()
+    assert driver.counts == {"frames": 3, "checksum_error": 3, "too_long": 1}
+    bad = [e for e in logs if e["event"] == "bad frames"]
+    assert [e["kind"] for e in bad] == ["checksum_error", "too_long"], "once per kind"
+    assert bad[0]["sample"] == "\\x9c\\xfe\\x00\\xe3\\x1c\\xff"
+    assert bad[1]["sample"].startswith("PM2.5=999")
+
+
+def test_latest_value_per_poll_with_its_arrival_time(sensor: LineSensor) -> None:
+    driver = listening(line_driver(sensor))
+    sensor.write(b"PM2.5=1\nPM2.5=2,PM10=5\nPM2.5=3\n")
+    got = poll_until(driver, 2, "one reading per point")
+    assert [(r.metric, r.value) for r in got] == [("pm25", 3.0), ("pm10", 5.0)]
+    assert got[0].ts >= got[1].ts
+    driver.close()
+
+
+def test_a_silent_sensor_is_stale_once_then_back_online(sensor: LineSensor,
+                                                        tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "q.db")
+    with capture_logs() as logs:
+        driver = line_driver(sensor, stale_after="300ms", interval="50ms")
+        runner = DeviceRunner(driver, queue)
+        sensor.stream([b"PM2.5=7,PM10=9\r\n"], 0.02)
+        wait_until(lambda: (runner.poll_once(), runner.online and driver.counts["frames"])[1],
+                   what="frames")
+        sensor.stream([], 0)
+        wait_until(lambda: (runner.poll_once(), not runner.online)[1], what="stale")
+        for _ in range(5):
+            runner.poll_once()  # still silent: no more log lines
+        sensor.stream([b"PM2.5=8,PM10=9\r\n"], 0.02)
+        wait_until(lambda: (runner.poll_once(), runner.online)[1], what="back online")
+        runner.close()
+    events = [(e["event"], e.get("kind")) for e in logs if e["event"].startswith("device")]
+    assert events == [("device offline", "stale"), ("device back online", None)]
+    offline = next(e for e in logs if e["event"] == "device offline")
+    assert re.match(r"no valid frame for 0\.[3-9] s on bus env \(", offline["error"])
+    qualities = [q.reading.quality for q in queue.take(0, 10_000)]
+    assert "stale" in qualities and qualities[-1] == "good"
+    queue.close()
+
+
+def test_unplugged_adapter_is_reopened_under_its_by_id_path(sensor: LineSensor) -> None:
+    driver = listening(line_driver(sensor))
+    first_tty = sensor.tty
+    sensor.stream([b"PM2.5=4,PM10=6\r\n"], 0.02)
+    poll_until(driver, 2, "readings")
+    sensor.unplug()
+    with pytest.raises(DeviceUnreachable, match=r"bus env .*(returned no data|No such file)"):
+        wait_until(lambda: driver.poll() and False, timeout=1, interval=0.02)
+    taken = os.openpty()  # the old tty number is busy now: the adapter comes back as another
+    try:
+        sensor.plug()
+        assert sensor.tty != first_tty
+        got = poll_until(driver, 2, "readings after the adapter came back", unplugged=True)
+    finally:
+        for fd in taken:
+            os.close(fd)
+    assert {(r.metric, r.value) for r in got} == {("pm25", 4.0), ("pm10", 6.0)}
+    assert driver.port.opens == 2
+    driver.close()
+
+
+def polled(sensor: LineSensor, **config: Any) -> SerialLine:
+    return line_driver(sensor, **{
+        "mode": "poll", "command": "READ\\r\\n", "format": "regex", "timeout": "200ms",
+        "pattern": r"T=(?P<t>[-\d.]+)\s+H=(?P<h>\S+)",
+        "points": [{"name": "air_temp", "group": "t", "unit": "C"},
+                   {"name": "humidity", "group": "h", "scale": 0.1}]} | config)
+
+
+def test_polled_reply_with_echo_and_a_bad_field(sensor: LineSensor) -> None:
+    driver = polled(sensor)
+    sensor.reply({b"READ\r\n": b"READ\r\nT=21.5 H=405\r\n"})  # half-duplex adapter echo
+    assert [(r.value, r.quality) for r in driver.poll()] == [(21.5, "good"), (40.5, "good")]
+    assert sensor.received == b"READ\r\n"
+    assert driver.counts == {"frames": 1, "no_match": 1}
+    sensor.reply({b"READ\r\n": b"T=-3.0 H=ERR\r\n"})
+    assert [(r.value, r.quality) for r in driver.poll()] == [(-3.0, "good"),
+                                                             (None, "decode_error")]
+
+
+def test_polled_silence_and_a_missing_terminator(sensor: LineSensor) -> None:
+    driver = polled(sensor)
+    with pytest.raises(DeviceTimeout, match=r"no reply to 'READ\\r\\n' on bus env"):
+        driver.poll()
+    sensor.reply({b"READ\r\n": b"T=21.5 H=405\r"})
+    with pytest.raises(DeviceTimeout, match=r"13 byte\(s\) without terminator '\\n'"):
+        driver.poll()
+    assert polled(sensor, terminator="\r").poll()[0].value == 21.5
+
+
+def test_polled_garbage_is_stale_after_a_while(sensor: LineSensor) -> None:
+    driver = polled(sensor, stale_after="500ms", timeout="100ms")
+    sensor.reply({b"READ\r\n": b"\xf0\x0f\x99\r\n"})
+    assert {r.quality for r in driver.poll()} == {"no_match"}
+    with pytest.raises(DeviceStale, match=r"meanwhile \d+ no_match; last: '\\xf0\\x0f\\x99'"):
+        wait_until(lambda: driver.poll() and False, timeout=2)
+
+
+def test_parking_events_are_sent_on_change_with_a_periodic_full_state(
+        sensor: LineSensor, tmp_path: Path) -> None:
+    queue = Queue(tmp_path / "q.db")
+    driver = listening(line_driver(sensor, stale_after=0, points=[
+        {"name": "bay17", "key": "BAY17", "type": "bool", "state": True, "on_change": True},
+        {"name": "bay18", "key": "BAY18", "type": "bool", "state": True, "on_change": True},
+        {"name": "entries", "key": "IN", "type": "int", "accumulate": True, "on_change": True,
+         "max_silence": "300ms"},
+        {"name": "exits", "key": "OUT", "type": "int", "accumulate": True, "on_change": True},
+    ]))
+    runner = DeviceRunner(driver, queue)
+    runner.poll_once()  # before any event: the counters' known state (0 since start)
+    sensor.write(b"BAY17=1\r\nIN+1\r\nIN+1\r\nBAY17=0\r\nOUT+1\r\nBAY17=0\r\n")
+
+    def sent() -> list[tuple[str, Any]]:
+        return [(q.reading.metric, q.reading.value) for q in queue.take(0, 1000)]
+
+    wait_until(lambda: (runner.poll_once(), ("exits", 1) in sent())[1], what="the events")
+    per_metric = {m: [v for n, v in sent() if n == m] for m in ("bay17", "bay18", "entries",
+                                                               "exits")}
+    assert per_metric == {"bay17": [True, False], "bay18": [], "entries": [0, 1, 2],
+                          "exits": [0, 1]}
+    wait_until(lambda: (runner.poll_once(), sent().count(("entries", 2)) == 2)[1],
+               what="the full state again after max_silence")
+    runner.close()
+    queue.close()
