@@ -43,6 +43,7 @@ def _validator(name: str) -> jsonschema.Draft202012Validator:
 TELEMETRY = _validator("telemetry.schema.json")
 STATUS = _validator("status.schema.json")
 HEALTH = _validator("health.schema.json")
+SENML = _validator("telemetry-senml.schema.json")
 
 
 class Collector:
@@ -79,7 +80,8 @@ class Collector:
         try:
             body = json.loads(msg.payload)
             validator = (STATUS if msg.topic.endswith("/status") else
-                         HEALTH if msg.topic.endswith("/health") else TELEMETRY)
+                         HEALTH if msg.topic.endswith("/health") else
+                         SENML if isinstance(body, list) else TELEMETRY)
             errors = [e.message for e in validator.iter_errors(body)]
         except ValueError as exc:
             body, errors = {}, [f"not JSON: {exc}"]
@@ -96,7 +98,13 @@ class Collector:
 
     def telemetry(self) -> list[dict[str, Any]]:
         with self._cond:
-            return [b for t, b, _ in self.messages if t.endswith("/telemetry")]
+            return [b for t, b, _ in self.messages
+                    if t.endswith("/telemetry") and isinstance(b, dict)]
+
+    def senml(self) -> list[list[dict[str, Any]]]:
+        with self._cond:
+            return [b for t, b, _ in self.messages
+                    if t.endswith("/telemetry") and isinstance(b, list)]
 
     def healths(self) -> list[dict[str, Any]]:
         with self._cond:

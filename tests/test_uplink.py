@@ -233,3 +233,23 @@ def test_clock_jumps_keep_seq_and_order(tmp_path: Path, broker: LocalBroker,
     late = [first[s] for s in order if s > mark2 + 5]
     assert late and all("clock" not in r for r in late)
     assert late[0]["ts"] < first[mark2 - 2]["ts"], "time went back; seq did not"
+
+
+def test_senml_encoding_end_to_end(broker: LocalBroker, collector: Collector,
+                                   run_agent: Any) -> None:
+    run_agent(broker.port, encoding="senml", qos=0)
+    wait_until(lambda: sum(len(p) for p in collector.senml()) >= 10, what="SenML packs")
+    pack = collector.senml()[0]
+    assert pack[0]["bn"] == "test-gw:plc:" and {r["n"] for r in pack} == {"turbidity", "chlorine"}
+    assert not collector.invalid
+
+
+def test_client_id_refused_is_named(tmp_path: Path, run_agent: Any) -> None:
+    broker = LocalBroker(tmp_path / "strict-broker", listener_options=["clientid_prefixes cityos-"])
+    broker.start()
+    try:
+        agent = run_agent(broker.port, reconnect_min="100ms", reconnect_max="200ms")
+        error = _refused(agent, "refused the connection")
+        assert "identifier" in error.lower() or "authorized" in error.lower(), error
+    finally:
+        broker.stop()
