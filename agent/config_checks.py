@@ -3,10 +3,11 @@
 This module owns the checks that need the whole config (all files merged): device names unique
 (across agent.yaml and devices.d), point names unique within a device, bus names unique, one
 bus per physical port (and no device opening a port a bus owns), every `bus:` declared, one
-device per unit id on a bus, and no two points of a device reading the same registers (a
-register may be read whole and as bits). They run on the raw data before validation, so their
-findings are reported together with every other error; values they cannot make sense of are
-left to validation to report.
+device per unit id on a bus, a device that reads its bus all the time (a streaming sensor,
+`claims_bus` on its model) alone on it, and no two points of a device reading the same
+registers (a register may be read whole and as bits). They run on the raw data before
+validation, so their findings are reported together with every other error; values they
+cannot make sense of are left to validation to report.
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ def cross_checks(data: dict[str, Any], conv: Converter, main: str,
     devs = [(i, d) for i, d in enumerate(devices if isinstance(devices, list) else [])
             if isinstance(d, dict)]
     return (_duplicates(devs, conv, main) + _buses(data, devs, conv, main)
-            + _units(devs, conv, main, models) + _overlaps(devs, conv, main, models))
+            + _units(devs, conv, main, models) + _overlaps(devs, conv, main, models)
+            + _claimed(devs, conv, main, models))
 
 
 def _ref(pos: Pos, here: Pos, main: str) -> str:
@@ -138,6 +140,26 @@ def _units(devs: list[tuple[int, dict[str, Any]]], conv: Converter, main: str,
                                "needs its own unit id"
                                + ("" if "unit" in dev else f" (unit defaults to {unit})")))
         seen.setdefault((bus, unit), (i, str(dev.get("name"))))
+    return found
+
+
+def _claimed(devs: list[tuple[int, dict[str, Any]]], conv: Converter, main: str,
+             models: Mapping[str, type[BaseModel]]) -> list[Issue]:
+    """A device whose model says it claims its bus (it reads it all the time) is alone on it."""
+    found: list[Issue] = []
+    for i, dev in devs:
+        bus, claims = dev.get("bus"), getattr(models.get(str(dev.get("driver"))), "claims_bus",
+                                              None)
+        if not isinstance(bus, str) or not callable(claims) or not _enabled(dev) or not claims(
+                dev):
+            continue
+        for j, other in devs:
+            if j != i and other.get("bus") == bus and _enabled(other):
+                pos = _pos(conv, ("devices", j, "bus"))
+                found.append((pos, f"devices[{j}].bus: bus '{bus}' is read all the time by "
+                                   f"devices[{i}] '{dev.get('name')}' "
+                                   f"({_ref(_pos(conv, ('devices', i)), pos, main)}, mode "
+                                   "stream); a streaming sensor needs its bus to itself"))
     return found
 
 

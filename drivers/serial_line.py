@@ -23,7 +23,7 @@ import time
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -204,10 +204,11 @@ class SerialLineConfig(DeviceConfig):
             return from_hex(self.command_hex)
         return unescape(self.command) if self.command is not None else None
 
-    @property
-    def exclusive_bus(self) -> bool:
-        """A streaming sensor's bus is read all the time: no other device may use it."""
-        return self.mode == "stream"
+    @classmethod
+    def claims_bus(cls, raw: Mapping[str, Any]) -> bool:
+        """A streaming sensor's bus is read all the time: no other device may use it (the
+        config's cross-checks ask this of the raw device mapping)."""
+        return raw.get("mode") == "stream"
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,6 +246,7 @@ class SerialLine:
         self._opens = 0
         self._since = time.monotonic()  # the stale clock: last valid frame or (re)open
         self._poll_bad: str | None = None
+        self._alive = False  # this poll saw a valid frame that was not `select`ed
         self._last_bad = b""
         self._held: dict[str, Value] = {p.name: int(p.offset) if p.type == "int" and
                                         p.offset.is_integer() else p.offset
@@ -269,10 +271,10 @@ class SerialLine:
             self.listener = None
 
     def poll(self) -> list[Reading]:
-        self._poll_bad = None
+        self._poll_bad, self._alive = None, False
         updates = self._heard() if self.passive else self._ask()
         now = time.monotonic()
-        if updates:
+        if updates or self._alive:  # a valid frame not `select`ed (a heartbeat) is life too
             self._since = now
             self._bad_since.clear()
         elif self.config.stale_after and now - self._since >= self.config.stale_after:
@@ -333,6 +335,7 @@ class SerialLine:
                 updates.append((ts, parsed))
             elif parsed.kind == "ignored":
                 self.counts["ignored"] += 1
+                self._alive = True
             else:
                 self._bad(parsed.kind, ev.data, parsed.detail)
 

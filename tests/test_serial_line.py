@@ -14,7 +14,8 @@ import pytest
 from structlog.testing import capture_logs
 
 from agent.bus import BusConfig, open_port
-from agent.errors import DeviceTimeout, DeviceUnreachable
+from agent.config import load_config
+from agent.errors import ConfigError, DeviceTimeout, DeviceUnreachable
 from agent.linesim import LineSensor
 from agent.model import Reading
 from agent.queue import Queue
@@ -71,7 +72,9 @@ def poll_until(driver: SerialLine, count: int, what: str, *, unplugged: bool = F
 
 
 def nmea(body: bytes) -> bytes:
-    return body + b"*" + f"{checksum('xor', body):02X}".encode() + b"\r\n"
+    """A line with an XOR checksum after '*' (over what follows a leading '$', as NMEA does)."""
+    covered = body[1:] if body.startswith(b"$") else body
+    return body + b"*" + f"{checksum('xor', covered):02X}".encode() + b"\r\n"
 
 
 def test_stream_with_noise_split_frames_and_bad_checksums(sensor: LineSensor) -> None:
@@ -222,3 +225,72 @@ def test_parking_events_are_sent_on_change_with_a_periodic_full_state(
                what="the full state again after max_silence")
     runner.close()
     queue.close()
+
+
+CONFIG = Path(__file__).resolve().parent.parent / "config"
+
+
+def test_example_configs_parse_what_their_sensors_send() -> None:
+    env = {d.name: d for d in load_config(CONFIG / "environment.yaml").devices}
+    ports = {b: open_port(BusConfig(name=b, port="/dev/null")) for b in
+             ("pm-line", "weather", "rs485-air", "bay-controller", "gate")}
+    weather = create(env["weather"], ports)
+    assert isinstance(weather, SerialLine)
+    wind, temp = nmea(b"$WIMWV,270.0,R,5.2,M,A"), nmea(b"$WIMTA,-1.5,C")
+    got = [weather.parser.parse(f.strip()) for f in (wind, temp, nmea(b"$GPGGA,1,2"))]
+    assert [(r.spec.name, r.value) for r in got[0].fields if r.text] == [
+        ("wind_dir", 270.0), ("wind_speed", 5.2)]
+    assert [(r.spec.name, r.value) for r in got[1].fields if r.text] == [("air_temp", -1.5)]
+    assert got[2].kind == "ignored"
+    gas = create(env["gas"], ports)
+    assert isinstance(gas, SerialLine) and gas.command == b"#01RD\r"
+    assert [r.value for r in gas.parser.parse(b"!01,NO2=0.021,O3=0.034").fields] == [0.021,
+                                                                                      0.034]
+    noise = create(env["noise"], ports)
+    assert isinstance(noise, SerialLine) and noise.command == b"\x02R\x03"
+    frame = noise.framer.feed(b"\x02LAeq,54.2,LAFmax,61.0\x03")[0].data
+    assert [r.value for r in noise.parser.parse(frame).fields] == [54.2, 61.0]
+    parking = {d.name: d for d in load_config(CONFIG / "parking.yaml").devices}
+    gate = create(parking["gate-counters"], ports)
+    assert isinstance(gate, SerialLine)
+    assert [r.value for r in gate.parser.parse(b"IN+1").fields] == [1, None]
+
+
+def config_errors(tmp_path: Path, devices: str) -> list[str]:
+    path = tmp_path / "agent.yaml"
+    path.write_text("gateway: {id: gw}\nmqtt: {host: localhost}\nqueue: {path: q.db}\n"
+                    "buses:\n  - {name: line, port: /dev/ttyUSB0}\n" + devices)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    return [str(i).replace(str(tmp_path) + "/", "") for i in err.value.issues]
+
+
+def test_config_errors_are_located(tmp_path: Path) -> None:
+    assert config_errors(tmp_path, """devices:
+  - {name: a, driver: serial_line, bus: line, mode: stream, format: pairs,
+     points: [{name: t, key: T}]}
+  - {name: b, driver: serial_line, bus: line, mode: poll, command: "R\\r", format: pairs,
+     points: [{name: t, key: T}]}
+""") == ["agent.yaml:9:41: devices[1].bus: bus 'line' is read all the time by devices[0] 'a' "
+         "(line 7, mode stream); a streaming sensor needs its bus to itself"]
+    assert config_errors(tmp_path, """devices:
+  - name: a
+    driver: serial_line
+    bus: line
+    mode: poll
+    format: regex
+    pattern: 'T=(?P<temp>[0-9.]+'
+    terminator: '\\q'
+    points: [{name: t, group: tmp}, {name: h, key: H}]
+""") == [
+        "agent.yaml:12:14: devices[0].pattern: not a valid regular expression: missing ), "
+        "unterminated subpattern at position 2",
+        "agent.yaml:13:17: devices[0].terminator: unknown escape \\q at character 1; use \\r "
+        "\\n \\t \\0 \\e \\\\ or \\xHH",
+        "agent.yaml:14:13: devices[0].points: points[1] (h): format regex finds fields by "
+        "`group`"]
+    assert config_errors(tmp_path, """devices:
+  - {name: a, driver: serial_line, bus: line, mode: poll, format: regex,
+     pattern: 'T=(?P<temp>[0-9.]+)', points: [{name: t, group: tmp}]}
+""") == ["agent.yaml:8:46: devices[0].points: points[0] (t): the pattern has no group 'tmp' "
+         "(did you mean 'temp'?); its groups: temp"]
