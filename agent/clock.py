@@ -104,10 +104,10 @@ class ManualClock:
 
 
 def boot_id() -> str:
-    """This boot's identity: monotonic times compare only within one boot."""
+    """This boot's identity (short): monotonic times compare only within one boot."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
+            return f.read().strip()[:8]
     except OSError:
         return "unknown"
 

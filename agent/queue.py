@@ -421,7 +421,13 @@ class Queue:
                 if n < 1000:
                     break
         if lim.min_free and shutil.disk_usage(self.path.parent).free < lim.min_free:
-            evicted += self._evict_oldest(max(1000, self._depth() // 20), "min_free")
+            # the WAL is the cheapest space to give back; then the oldest readings
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            if shutil.disk_usage(self.path.parent).free < lim.min_free:
+                evicted += self._evict_oldest(max(1000, self._depth() // 20), "min_free")
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         if not evicted:
             self._full_ep.recovered(evicted_total=self._evicted())
         self._ballast()

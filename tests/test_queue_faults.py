@@ -103,7 +103,11 @@ def test_real_full_disk_evicts_then_recovers(tiny_fs: Path) -> None:
 def test_min_free_reserve_is_kept(tiny_fs: Path) -> None:
     q = Queue(tiny_fs / "q.db", limits=Limits(max_bytes=0, max_age=0, min_free=2_500_000),
               check_every=0)
-    for _ in range(200):
+    for _ in range(1000):  # until the reserve is reached (about 2.5 MB of readings)
+        q.put(batch(100))
+        if q.stats().evicted:
+            break
+    for _ in range(50):  # and well past it
         q.put(batch(100))
     st = q.stats()
     assert st.evicted > 0 and st.dropped == 0 and st.pending == 0
