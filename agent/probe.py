@@ -1,6 +1,6 @@
 """The technician's commands: `edge-agent probe` (one device, once, every point's raw registers
-and decoded value, or its read plan) and `edge-agent scan` (which unit ids answer on a serial
-line).
+and decoded value, or its read plan; text sensors in `agent.probe_line`) and `edge-agent scan`
+(which unit ids answer on a serial line).
 
 This module owns what those commands print and their exit codes (0 the device answered / some
 unit answered, 1 not, never a traceback). It uses the same config loader, ports and drivers as
@@ -17,7 +17,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from agent import log
+from agent import log, probe_line
 from agent.bus import BusConfig, Port, open_buses, open_port
 from agent.config import load_config
 from agent.errors import ConfigError, DeviceTimeout, DriverError
@@ -33,6 +33,7 @@ from drivers.modbus_frame import (
     read_pdu,
     read_rtu,
 )
+from drivers.serial_line import SerialLine
 
 ORDERS = ("ABCD", "CDAB", "BADC", "DCBA")
 
@@ -70,8 +71,13 @@ def probe(config_path: str, device: str, *, plan: bool = False, orders: bool = F
     ports = open_buses(config.buses)
     driver = create(found, ports)
     try:
+        if isinstance(driver, SerialLine):
+            if plan:
+                probe_line.plan(driver, out)
+                return 0
+            return probe_line.probe(driver, out)
         if not isinstance(driver, ModbusDriver):
-            print(f"{device}: probe shows Modbus devices only", file=sys.stderr)
+            print(f"{device}: probe shows Modbus and serial_line devices only", file=sys.stderr)
             return 1
         if plan:
             _print_plan(driver, out)
