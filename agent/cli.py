@@ -15,19 +15,9 @@ from agent import __version__
 
 
 def _check(path: str) -> int:
-    from agent.config import load_config
-    from agent.errors import ConfigError
+    from agent.check import check
 
-    try:
-        cfg = load_config(path)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        print(f"{path}: {len(exc.issues)} error(s)", file=sys.stderr)
-        return 1
-    points = sum(len(getattr(d, "points", [])) for d in cfg.devices)
-    print(f"{path}: ok: gateway {cfg.gateway.id}, {len(cfg.devices)} device(s), "
-          f"{points} point(s), broker {cfg.mqtt.host}:{cfg.mqtt.port}, queue {cfg.queue.path}")
-    return 0
+    return check(path)
 
 
 def main(argv: list[str] | None = None) -> int:

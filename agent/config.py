@@ -11,6 +11,7 @@ merges sensor profiles, runs the cross-checks and validates, collecting every pr
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from collections.abc import Mapping
@@ -112,11 +113,13 @@ class AgentConfig(Strict):
         default=(), description="devices to poll (at least one here or in devices_dir); "
         "`driver` picks the kind: " + ", ".join(CONFIG_MODELS))
     devices_dir: str = Field(
-        default="devices.d", description="more devices, one per *.yaml file in this directory "
-        "(relative to this file); adding a sensor = dropping a file")
+        default="devices.d", validate_default=True,
+        description="more devices, one per *.yaml file in this directory (relative to this "
+        "file); adding a sensor = dropping a file")
     profiles_dir: str = Field(
-        default="profiles", description="the site's sensor profiles (relative to this file); "
-        "searched before /etc/edge-agent/profiles and the shipped ones")
+        default="profiles", validate_default=True,
+        description="the site's sensor profiles (relative to this file); searched before "
+        "/etc/edge-agent/profiles and the shipped ones")
 
     @field_check("devices_dir", "profiles_dir")
     @classmethod
@@ -181,16 +184,26 @@ def load(path: str | os.PathLike[str], env: Mapping[str, str] | None = None) -> 
     try:
         config = AgentConfig.model_validate(data, context={"base_dir": base})
     except ValidationError as exc:
-        for err in exc.errors():
-            loc = tuple(err["loc"])
-            if len(loc) >= 3 and loc[0] == "devices" and loc[2] in CONFIG_MODELS:
-                loc = loc[:2] + loc[3:]  # drop the union tag pydantic puts after devices[i]
-            if not any(loc[: len(bad)] == bad for bad in conv.bad):
-                issues += describe(err, loc, data, conv, AgentConfig, CONFIG_MODELS)
+        errors = [(_untagged(tuple(e["loc"])), e) for e in exc.errors()]
+        typos = {(loc[:-1], str(loc[-1])) for loc, e in errors if e["type"] == "extra_forbidden"}
+        for loc, err in errors:
+            if any(loc[: len(bad)] == bad for bad in conv.bad) or (
+                    err["type"] == "missing" and any(  # "did you mean" on the typo says it
+                        parent == loc[:-1] and difflib.get_close_matches(key, [str(loc[-1])])
+                        for parent, key in typos)):
+                continue
+            issues += describe(err, loc, data, conv, AgentConfig, CONFIG_MODELS)
         raise error(issues or [((1, 1), "invalid configuration")]) from None
     if issues:
         raise error(issues)
     return Loaded(config, (file, *dropins))
+
+
+def _untagged(loc: tuple[str | int, ...]) -> tuple[str | int, ...]:
+    """pydantic puts the union tag after devices[i]: drop it."""
+    if len(loc) >= 3 and loc[0] == "devices" and loc[2] in CONFIG_MODELS:
+        return loc[:2] + loc[3:]
+    return loc
 
 
 def _read_devices_dir(data: dict[str, Any], conv: Converter, base: str,
@@ -231,7 +244,7 @@ def _read_devices_dir(data: dict[str, Any], conv: Converter, base: str,
             continue
         dropins[path] = len(devices)
         devices.append(dev)
-    if not devices:
+    if not devices and not names:  # a broken devices.d file says so itself
         where = conv.value_pos.get(("devices",), (1, 1))
         issues.append((where, f"devices: needs at least 1 item; list devices under `devices:` "
                               f"or put one file per device into {folder}/"))

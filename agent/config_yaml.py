@@ -112,6 +112,8 @@ def _yaml_message(exc: MarkedYAMLError, text: str, line: int) -> str:
     here = lines[line - 1] if line <= len(lines) else ""
     if "\\t" in problem or "\t" in here[: len(here) - len(here.lstrip())]:
         msg += "; hint: tabs are not allowed for indentation; use spaces"
+    elif "${" in here:
+        msg += "; hint: inside { } or [ ], put a value with ${VAR} in quotes: \"${VAR}\""
     return msg
 
 

@@ -39,6 +39,9 @@ class DeviceConfig(Strict):
     interval: Duration = Field(default=5.0, ge=0.01, description="time between polls")
     timeout: Duration = Field(default=1.0, gt=0, description="how long to wait for an answer")
     enabled: bool = True
+    profile: str | None = Field(
+        default=None, description="sensor profile: keys and points from profiles/NAME.yaml, "
+        "merged at load (the device's own keys win)")
 
 
 DEFAULT_MAX_SILENCE = 900.0
