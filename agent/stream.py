@@ -23,7 +23,7 @@ from agent.bus import Port
 from agent.errors import DriverError
 from agent.model import now_ms
 
-REOPEN_MIN, REOPEN_MAX = 0.2, 5.0
+REOPEN_MIN, REOPEN_MAX = 0.2, 2.0
 """Backoff between attempts to reopen a failed port (seconds)."""
 READ_WAIT = 0.1
 """Longest a read waits for bytes; bounds how long `stop` takes."""
