@@ -26,6 +26,7 @@ from agent.errors import PublishError, QueueError
 from agent.model import Row, now_ms
 from agent.mqtt_config import MqttConfig
 from agent.queue import Queue
+from agent.recent import PublishStats
 
 
 class Uplink(Protocol):
@@ -65,6 +66,7 @@ class Forwarder:
         self._episode = log.Episode(self._log, "forwarding failed", "forwarding resumed")
         self.published = 0  # readings acknowledged by the broker since start
         self.last_ack_ms: int | None = None  # when the last telemetry PUBACK was processed
+        self.stats = PublishStats()  # per device and latency, for /metrics
 
     # called from other threads
     def notify(self) -> None:
@@ -130,6 +132,7 @@ class Forwarder:
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 continue  # a status message, or a message forgotten by a rewind
+            self.stats.acked(mid, ok)
             if ok:
                 done.extend(entry[0])
             else:
@@ -228,6 +231,7 @@ class Forwarder:
             return
         mid = self.uplink.publish(topic, payload)
         self._inflight[mid] = ([row[0] for row in chunk], time.monotonic())
+        self.stats.sent(mid, device, len(chunk))
 
 
 class TokenBucket:

@@ -1,0 +1,176 @@
+"""What the core remembers in memory about recent readings, for the status page and /metrics.
+
+`DeviceRecent` is kept by each `DeviceRunner` where readings pass (after a poll, before the
+reporting filter): per point the latest reading, the last value and when it last changed, and a
+bounded history of numeric values for a sparkline (one sample per `step_ms` bucket, the newest
+in a bucket wins, at most `samples` of them: 120 x 5 s = the last 10 minutes); and per device
+the counters /metrics exports (polls, readings by quality, poll errors by kind, readings queued,
+Modbus requests). `PublishStats` is the forwarder's: readings acknowledged per device and the
+publish->PUBACK latency of each message. Recording is O(1) per reading under a lock held for
+microseconds; readers (`snapshot`) copy under the same lock and never touch a device or the
+queue, so the page can never slow polling or publishing.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from agent.model import GOOD, Reading, Value
+
+HISTORY_SAMPLES = 120
+HISTORY_STEP_MS = 5_000
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+"""Upper bounds (seconds) of the publish latency histogram's buckets (+Inf is implied)."""
+
+
+def numeric(value: Value) -> float | None:
+    """The value as a number for a chart (a bool as 0/1), or None if it has none."""
+    if isinstance(value, bool):
+        return 1.0 if value else 0.0
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+@dataclass(slots=True)
+class _Point:
+    unit: str | None
+    ts: int  # the latest reading, whatever its quality
+    quality: str
+    value: Value = None  # the last value read (a failed poll keeps it)
+    value_ts: int | None = None
+    changed_ts: int | None = None  # when `value` last became what it is
+    history: deque[tuple[int, float | None]] = field(default_factory=deque)
+
+
+class DeviceRecent:
+    """One device's recent readings and counters; written by its runner, read by anyone."""
+
+    def __init__(self, source: object = None, samples: int = HISTORY_SAMPLES,
+                 step_ms: int = HISTORY_STEP_MS) -> None:
+        self._source = source  # the driver: its `requests` counter, where it keeps one
+        self._samples, self._step = samples, step_ms
+        self._lock = threading.Lock()
+        self._points: dict[str, _Point] = {}
+        self.polls = 0
+        self.by_quality: Counter[str] = Counter()  # readings polled, by quality
+        self.errors: Counter[str] = Counter()  # failed polls, by kind (the error's quality word)
+        self.queued = 0  # readings written to the queue (after the reporting filter)
+        self.requests: int | None = None  # Modbus requests made, if the driver counts them
+        self.requests_last_poll: int | None = None
+
+    def record(self, readings: Sequence[Reading]) -> Sequence[Reading]:
+        """One poll's readings (before the reporting filter); returns them unchanged."""
+        total = getattr(self._source, "requests", None)
+        with self._lock:
+            self.polls += 1
+            if isinstance(total, int):
+                self.requests_last_poll = total - (self.requests or 0)
+                self.requests = total
+            for r in readings:
+                self.by_quality[r.quality] += 1
+                self._record(r)
+        return readings
+
+    def _record(self, r: Reading) -> None:
+        p = self._points.get(r.metric)
+        if p is None:
+            p = self._points[r.metric] = _Point(r.unit, r.ts, r.quality,
+                                                history=deque(maxlen=self._samples))
+        p.unit, p.ts, p.quality = r.unit, r.ts, r.quality
+        good = r.quality == GOOD or r.value is not None
+        if good:
+            if p.value_ts is None or r.value != p.value or type(r.value) is not type(p.value):
+                p.changed_ts = r.ts
+            p.value, p.value_ts = r.value, r.ts
+        sample = numeric(r.value) if good else None
+        if sample is None and good:
+            return  # a string: nothing to chart
+        h = p.history
+        if h and h[-1][0] // self._step == r.ts // self._step:
+            h[-1] = (h[-1][0], sample)  # same bucket: the newest wins (a gap is None)
+        else:
+            h.append((r.ts, sample))
+
+    def failed(self, kind: str) -> None:
+        with self._lock:
+            self.errors[kind] += 1
+
+    def count_queued(self, n: int) -> None:
+        with self._lock:
+            self.queued += n
+
+    def counters(self) -> dict[str, Any]:
+        """A consistent copy of the counters."""
+        with self._lock:
+            return {"polls": self.polls, "by_quality": dict(self.by_quality),
+                    "errors": dict(self.errors), "queued": self.queued,
+                    "requests": self.requests, "requests_last_poll": self.requests_last_poll}
+
+    def snapshot(self, now_ms: int) -> dict[str, dict[str, Any]]:
+        """Per point: unit, value, value_ts, changed_ts, ts, quality and `history` as
+        [[ts, value or null], ...] within the window that ends at `now_ms`."""
+        since = now_ms - self._samples * self._step
+        with self._lock:
+            return {
+                name: {"value": p.value, "unit": p.unit, "value_ts": p.value_ts,
+                       "changed_ts": p.changed_ts, "ts": p.ts, "quality": p.quality,
+                       "history": [[t, v] for t, v in p.history if t >= since]}
+                for name, p in self._points.items()
+            }
+
+
+class PublishStats:
+    """Telemetry messages sent and acknowledged, per device, with publish->PUBACK latency.
+
+    The forwarder calls `sent` after handing a message to the uplink and `acked` when it
+    processes its acknowledgement; message ids it forgot (a rewind) simply never come back and
+    fall out of the bounded table of messages in flight.
+    """
+
+    MAX_TRACKED = 4096
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._inflight: dict[int, tuple[str, int, float]] = {}
+        self.published: Counter[str] = Counter()  # readings acknowledged, by device
+        self.refused = 0  # messages the broker refused
+        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # cumulative later, per bucket here
+        self.latency_sum = 0.0
+        self.latency_count = 0
+
+    def sent(self, mid: int, device: str, readings: int) -> None:
+        with self._lock:
+            self._inflight.pop(mid, None)  # a reused id: the old message is long forgotten
+            self._inflight[mid] = (device, readings, time.monotonic())
+            if len(self._inflight) > self.MAX_TRACKED:
+                del self._inflight[next(iter(self._inflight))]
+
+    def acked(self, mid: int, ok: bool) -> None:
+        with self._lock:
+            entry = self._inflight.pop(mid, None)
+            if entry is None:
+                return
+            if not ok:
+                self.refused += 1
+                return
+            device, readings, t0 = entry
+            self.published[device] += readings
+            seconds = time.monotonic() - t0
+            self.latency_sum += seconds
+            self.latency_count += 1
+            i = next((i for i, b in enumerate(LATENCY_BUCKETS) if seconds <= b),
+                     len(LATENCY_BUCKETS))
+            self.buckets[i] += 1
+
+    def counters(self) -> dict[str, Any]:
+        with self._lock:
+            return {"published": dict(self.published), "refused": self.refused,
+                    "buckets": list(self.buckets), "sum": self.latency_sum,
+                    "count": self.latency_count}

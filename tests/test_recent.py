@@ -1,0 +1,93 @@
+"""The core's in-memory record of recent readings: bounded, bucketed, and honest about gaps."""
+
+from __future__ import annotations
+
+from agent.model import Reading
+from agent.recent import LATENCY_BUCKETS, DeviceRecent, PublishStats, numeric
+
+
+def r(metric: str, value: object, ts: int, quality: str = "good") -> Reading:
+    return Reading("dev", metric, value, "u", ts, quality)  # type: ignore[arg-type]
+
+
+def test_numeric_values_for_charts() -> None:
+    assert numeric(True) == 1.0 and numeric(False) == 0.0
+    assert numeric(3) == 3.0 and numeric(2.5) == 2.5
+    assert numeric("running") is None and numeric(None) is None
+    assert numeric(float("nan")) is None
+
+
+def test_history_is_bounded_one_sample_per_bucket_newest_wins() -> None:
+    rec = DeviceRecent(samples=5, step_ms=1000)
+    for i in range(40):  # 4 readings per 1 s bucket, 10 buckets
+        rec.record([r("level", float(i), 250 * i)])
+    points = rec.snapshot(now_ms=10_000)
+    hist = points["level"]["history"]
+    assert len(hist) == 5  # bounded
+    assert [v for _, v in hist] == [23.0, 27.0, 31.0, 35.0, 39.0]  # newest per bucket
+    assert points["level"]["value"] == 39.0 and points["level"]["value_ts"] == 9750
+    assert rec.snapshot(now_ms=100_000)["level"]["history"] == []  # outside the window
+
+
+def test_failed_poll_keeps_the_last_value_and_leaves_a_gap() -> None:
+    rec = DeviceRecent(samples=10, step_ms=1000)
+    rec.record([r("ph", 7.1, 0), r("state", "running", 0)])
+    rec.record([r("ph", None, 1000, "timeout"), r("state", None, 1000, "timeout")])
+    rec.failed("timeout")
+    rec.record([r("ph", 7.1, 2000)])
+    snap = rec.snapshot(now_ms=2000)
+    assert snap["ph"]["history"] == [[0, 7.1], [1000, None], [2000, 7.1]]
+    assert snap["state"]["value"] == "running" and snap["state"]["quality"] == "timeout"
+    assert snap["state"]["history"] == [[1000, None]]  # strings are not charted
+    assert snap["ph"]["changed_ts"] == 0  # the same value after the gap is no change
+    c = rec.counters()
+    assert c["polls"] == 3 and c["errors"] == {"timeout": 1}
+    assert c["by_quality"] == {"good": 3, "timeout": 2}
+
+
+def test_changes_are_timed() -> None:
+    rec = DeviceRecent()
+    rec.record([r("flow", 1, 1000)])
+    rec.record([r("flow", 1, 2000)])
+    rec.record([r("flow", 2, 3000)])
+    rec.record([r("flow", 2.0, 4000)])  # int -> float is a change of what the device says
+    assert rec.snapshot(now_ms=4000)["flow"]["changed_ts"] == 4000
+
+
+def test_modbus_requests_are_counted_per_poll() -> None:
+    class Driver:
+        requests = 0
+
+    drv = Driver()
+    rec = DeviceRecent(drv)
+    drv.requests = 3
+    rec.record([])
+    drv.requests = 5
+    rec.record([])
+    c = rec.counters()
+    assert c["requests"] == 5 and c["requests_last_poll"] == 2
+    assert DeviceRecent(object()).counters()["requests"] is None
+
+
+def test_publish_stats_count_acked_readings_and_latency() -> None:
+    stats = PublishStats()
+    stats.sent(1, "plc", 10)
+    stats.sent(2, "plc", 5)
+    stats.sent(3, "meter", 7)
+    stats.acked(1, True)
+    stats.acked(2, False)
+    stats.acked(3, True)
+    stats.acked(99, True)  # unknown (a status message): ignored
+    c = stats.counters()
+    assert c["published"] == {"plc": 10, "meter": 7}
+    assert c["refused"] == 1 and c["count"] == 2
+    assert sum(c["buckets"]) == 2 and len(c["buckets"]) == len(LATENCY_BUCKETS) + 1
+
+
+def test_publish_stats_forget_old_ids() -> None:
+    stats = PublishStats()
+    for mid in range(PublishStats.MAX_TRACKED + 10):
+        stats.sent(mid, "plc", 1)
+    stats.acked(0, True)  # forgotten: the table stays bounded
+    stats.acked(PublishStats.MAX_TRACKED + 9, True)
+    assert stats.counters()["published"] == {"plc": 1}
