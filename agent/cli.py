@@ -1,4 +1,4 @@
-"""The `edge-agent` command line: run, check, probe, scan, queue, demo.
+"""The `edge-agent` command line: run, check, status, probe, scan, queue, demo.
 
 Exit codes: 0 success; 1 failure (including `check` finding errors); 2 `run` refused an invalid
 config (systemd does not restart on 2). User mistakes are printed as messages, never tracebacks.
@@ -28,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     p_run.add_argument("-c", "--config", required=True, help="path to agent.yaml")
     p_check = sub.add_parser("check", help="validate a config file and summarize it")
     p_check.add_argument("-c", "--config", required=True, help="path to agent.yaml")
+    p_status = sub.add_parser("status", help="what the running agent is doing: devices, "
+                              "queue, uplink, last reload")
+    p_status.add_argument("-c", "--config", required=True, help="path to agent.yaml")
+    p_status.add_argument("--json", action="store_true", help="the raw status document")
     p_probe = sub.add_parser("probe", help="poll one device once: raw registers and values")
     p_probe.add_argument("-c", "--config", required=True, help="path to agent.yaml")
     p_probe.add_argument("device", help="device name from the config")
@@ -61,11 +65,16 @@ def main(argv: list[str] | None = None) -> int:
         stop = threading.Event()
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
         signal.signal(signal.SIGINT, lambda *_: stop.set())
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a reload before the config is read: moot
         from agent.runtime import run
 
         return run(args.config, stop)
     if args.command == "check":
         return _check(args.config)
+    if args.command == "status":
+        from agent.status import status
+
+        return status(args.config, as_json=args.json)
     if args.command == "probe":
         from agent.probe import probe
 

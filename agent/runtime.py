@@ -1,9 +1,11 @@
-"""Wires the agent together and owns its process life: start, signals, clean stop.
+"""Wires the agent together and owns its process life: start, signals, reload, clean stop.
 
-config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher. Stopping runs the
-chain backwards: polls in progress finish and are queued, in-flight messages get a short grace
-for their PUBACKs (what is not acknowledged stays queued for next time), `offline` is published,
-and the database is closed.
+config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher. SIGHUP reloads the
+config (`agent.reload`: devices and buses change live, the queue and uplink stay; an invalid
+config is logged and not applied). The main thread waits for signals and writes the status file
+`edge-agent status` reads (`agent.status`). Stopping runs the chain backwards: polls in progress
+finish and are queued, in-flight messages get a short grace for their PUBACKs (what is not
+acknowledged stays queued for next time), `offline` is published, and the database is closed.
 """
 
 from __future__ import annotations
@@ -16,15 +18,17 @@ from types import FrameType
 
 import drivers
 from agent import __version__, log
-from agent.bus import open_buses
+from agent.bus import Port, open_buses
 from agent.clock import SYSTEM
-from agent.config import AgentConfig, load_config
+from agent.config import AgentConfig, load, load_config
 from agent.errors import ConfigError, QueueError
 from agent.forwarder import Forwarder
 from agent.health import HealthReporter
 from agent.publisher import Publisher
 from agent.queue import Limits, Queue
+from agent.reload import timed_apply
 from agent.scheduler import DeviceRunner, Scheduler
+from agent.status import StatusWriter, path_for
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -32,7 +36,7 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 class Agent:
     """One running agent built from a validated config."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, config_file: str = "") -> None:
         self.config = config
         SYSTEM.trusted = config.gateway.clock == "trusted"
         gw, mq = config.gateway.id, config.mqtt
@@ -46,9 +50,12 @@ class Agent:
                                    on_ack=self.forwarder.on_ack,
                                    on_connect=self.forwarder.reconnected)
         self.forwarder.uplink = self.publisher
-        self.ports = open_buses(config.buses)  # opened on first use; closed by the scheduler
+        # opened on first use; closed by the scheduler
+        self.ports: dict[str, Port] = dict(open_buses(config.buses))
         self.runners = [DeviceRunner(drivers.create(d, self.ports), self.queue) for d in devices]
         self.scheduler = Scheduler(self.runners, self.ports)
+        self.ports = self.scheduler.ports  # one map of open buses, which a reload changes
+        self.status = StatusWriter(path_for(qc.path), config_file)
         self._log = log.get("agent")
         self._stopped = False
         self.started_at = time.monotonic()
@@ -62,6 +69,27 @@ class Agent:
         stats = self.queue.stats()
         self._log.info("agent started", version=__version__, gateway=self.config.gateway.id,
                        devices=len(self.runners), queued=stats.depth, queue=str(self.queue.path))
+        self.status.write(self)
+
+    def reload(self, config_file: str) -> bool:
+        """Load `config_file` again and apply it live; if it is invalid, log every error and
+        keep running the config in use. True if applied."""
+        started = time.monotonic()
+        self._log.info("config reload requested", config=config_file)
+        try:
+            new = load(config_file).config
+        except ConfigError as exc:
+            for issue in exc.issues:
+                self._log.error("config error", at=f"{issue.file}:{issue.line}:{issue.col}",
+                                error=issue.message)
+            self._log.error("config reload refused: still running the previous config",
+                            errors=len(exc.issues))
+            self.status.reloaded(False, [str(i) for i in exc.issues])
+            return False
+        plan = timed_apply(self, new, started)
+        self.status.reloaded(True, restart_needed=list(plan.restart_keys))
+        self.status.write(self)
+        return True
 
     def stop(self) -> None:
         """Stop everything, in reverse order; idempotent."""
@@ -72,6 +100,7 @@ class Agent:
         self.scheduler.stop()
         self.forwarder.stop(grace=2.0)
         self.publisher.stop()
+        self.status.write(self, "stopped")
         stats = self.queue.stats()
         self.queue.close()
         self._log.info("agent stopped", published=self.forwarder.published,
@@ -88,6 +117,8 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
     log.setup(config.log.level, config.log.format)
     stop = stop or threading.Event()
 
+    reload = threading.Event()
+
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.get("agent").info("stop requested", signal=signal.Signals(signum).name)
         stop.set()
@@ -95,16 +126,20 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda *_: reload.set())
     if stop.is_set():  # asked to stop while starting up: nothing was started yet
         log.get("agent").info("stop requested before start")
         return EXIT_OK
     try:
-        agent = Agent(config)
+        agent = Agent(config, config_path)
     except QueueError as exc:
         log.get("queue").error("cannot start", error=str(exc))
         return EXIT_FAILURE
     agent.start()
-    while not stop.wait(0.5):
-        pass
+    while not stop.wait(0.2):
+        if reload.is_set():
+            reload.clear()
+            agent.reload(config_path)
+        agent.status.write_if_due(agent)
     agent.stop()
     return EXIT_OK

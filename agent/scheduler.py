@@ -14,12 +14,14 @@ private-connection devices run in parallel on the common pool.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
 from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
@@ -47,6 +49,7 @@ class DeviceRunner:
         self._failures = 0
         self._next_attempt = 0.0
         self._open = False
+        self._closed = False  # closed for good (stop, or removed by a reload)
         self._lock = threading.Lock()
         self._log = log.get("poll", self.name)
         self._device_ep = log.Episode(self._log, "device offline", "device back online")
@@ -76,7 +79,7 @@ class DeviceRunner:
     def poll_once(self) -> None:
         """One scheduled beat: poll (unless backing off), queue the readings."""
         with self._lock:
-            if time.monotonic() < self._next_attempt:
+            if self._closed or time.monotonic() < self._next_attempt:
                 return
             readings = self.filter.apply(self._poll())
             self.polls += 1
@@ -128,7 +131,10 @@ class DeviceRunner:
                 for metric, unit in self.driver.metrics()]
 
     def close(self) -> None:
+        """Close the driver for good; waits for a poll in progress (whose readings are
+        still queued). A beat already handed to a worker then does nothing."""
         with self._lock:
+            self._closed = True
             self.driver.close()
             self._open = False
 
@@ -142,8 +148,10 @@ class Scheduler:
         self.ports = dict(ports or {})
         self.buses = sorted({b for r in self.runners if (b := r.driver.bus) is not None})
         private = sum(r.driver.bus is None for r in self.runners)
-        executors = {"default": ThreadPoolExecutor(max(4, private + 1))}
+        self._pool, self._capacity = "default", max(4, private + 1)
+        executors = {"default": ThreadPoolExecutor(self._capacity)}
         executors |= {f"bus:{b}": ThreadPoolExecutor(1) for b in self.buses}  # the bus worker
+        self._executors = set(executors)
         self._sched = BackgroundScheduler(
             executors=executors,
             job_defaults={"coalesce": True, "max_instances": 1},
@@ -152,12 +160,45 @@ class Scheduler:
 
     def start(self) -> None:
         for r in self.runners:
-            self._sched.add_job(
-                r.poll_once, IntervalTrigger(seconds=r.interval), id=r.name, name=r.name,
-                next_run_time=datetime.now(UTC), misfire_grace_time=max(1, round(r.interval)),
-                executor="default" if r.driver.bus is None else f"bus:{r.driver.bus}",
-            )
+            self._schedule(r, "default" if r.driver.bus is None else f"bus:{r.driver.bus}")
         self._sched.start()
+
+    def _schedule(self, r: DeviceRunner, executor: str) -> None:
+        self._sched.add_job(
+            r.poll_once, IntervalTrigger(seconds=r.interval), id=r.name, name=r.name,
+            next_run_time=datetime.now(UTC), misfire_grace_time=max(1, round(r.interval)),
+            executor=executor,
+        )
+
+    def add(self, r: DeviceRunner) -> None:
+        """Start polling one more runner (a reload); its first beat is now."""
+        if r.driver.bus is not None:
+            executor = f"bus:{r.driver.bus}"
+            if executor not in self._executors:  # a bus that did not exist at start
+                self._sched.add_executor(ThreadPoolExecutor(1), executor)
+                self._executors.add(executor)
+                self.buses = sorted({*self.buses, r.driver.bus})
+        else:
+            if sum(x.driver.bus is None for x in self.runners) + 1 > self._capacity:
+                self._pool = f"pool:{len(self._executors)}"  # more room for private devices
+                self._sched.add_executor(ThreadPoolExecutor(8), self._pool)
+                self._executors.add(self._pool)
+                self._capacity += 8
+            executor = self._pool
+        self.runners.append(r)
+        self._schedule(r, executor)
+
+    def remove(self, name: str) -> DeviceRunner | None:
+        """Stop polling one runner (a reload): no new beats, the one in progress finishes and
+        is queued, then its driver is closed. Shared ports stay open."""
+        r = next((x for x in self.runners if x.name == name), None)
+        if r is None:
+            return None
+        with contextlib.suppress(JobLookupError):
+            self._sched.remove_job(name)
+        r.close()
+        self.runners.remove(r)
+        return r
 
     def stop(self) -> None:
         """Stop scheduling; wait for polls in progress to finish and be queued."""
