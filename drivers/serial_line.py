@@ -18,6 +18,7 @@ device offline once). Framing and parsing are `drivers.serial_parse`'s.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 import time
 from collections import Counter
@@ -358,6 +359,7 @@ class SerialLine:
                     value, quality = r.value, r.quality
                     if p.accumulate and quality == GOOD:
                         value = _add(self._held[p.name], value)
+                        quality = GOOD if value is not None else "not_finite"
                     if (p.accumulate or p.state) and quality == GOOD:
                         self._held[p.name] = value
                     out.append(Reading(c.name, p.name, value, p.unit, ts, quality))
@@ -375,7 +377,9 @@ class SerialLine:
 
 
 def _add(total: Value, step: Value) -> Value:
-    """A counter's next total; decimal steps keep tidy decimals (0.1 + 0.2 = 0.3)."""
+    """A counter's next total (None if it overflowed); decimal steps keep tidy decimals."""
     assert isinstance(total, int | float) and isinstance(step, int | float)
     result = total + step
-    return round(result, 9) if isinstance(result, float) else result
+    if isinstance(result, float):
+        return round(result, 9) if math.isfinite(result) else None
+    return result if abs(result) < 2**63 else None

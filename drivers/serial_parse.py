@@ -284,6 +284,8 @@ def convert(spec: FieldSpec, text: str) -> tuple[Value, str]:
         if not re.fullmatch(r"-?[0-9A-Fa-f]+" if spec.base == 16 else r"-?\d+", digits):
             return None, "decode_error"
         number = int(digits, spec.base)
+        if abs(number) >= 2**63:  # beyond what the platform's integers hold
+            return None, "decode_error"
         places = 0
     else:
         if not _NUMBER.fullmatch(raw):
