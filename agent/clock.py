@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -103,6 +104,7 @@ class ManualClock:
             self._synced = synced
 
 
+@functools.cache
 def boot_id() -> str:
     """This boot's identity (short): monotonic times compare only within one boot."""
     try:

@@ -316,12 +316,13 @@ class Queue:
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete the rows the broker acknowledged, in one transaction; returns rows deleted."""
-        params = [(s,) for s in seqs]
-        if not params:
+        spans = _spans(seqs)
+        if not spans:
             return 0
         with self._lock:
             try:
-                return self._delete("DELETE FROM readings WHERE seq = ?", params, None)
+                return self._delete("DELETE FROM readings WHERE seq BETWEEN ? AND ?", spans,
+                                    None)
             except sqlite3.DatabaseError as exc:
                 if _code(exc) in _CORRUPT:
                     self._recover(exc)
@@ -349,7 +350,7 @@ class Queue:
                     return self._db.execute(sql, params).fetchall()
                 raise QueueError(f"cannot read queue {self.path}: {_describe(exc)}") from exc
 
-    def _delete(self, sql: str, params: list[tuple[int]] | tuple[object, ...],
+    def _delete(self, sql: str, params: list[tuple[int, int]] | tuple[object, ...],
                 counter: str | None) -> int:
         """Delete in one transaction, keeping `depth` (and `counter`) exact; sqlite errors pass."""
         self._db.execute("BEGIN IMMEDIATE")
@@ -446,12 +447,29 @@ class Queue:
 
 def _row(r: Reading) -> tuple[str, str, str, str | None, int, str]:
     """A reading as stored. JSON has no NaN/inf: such a value is stored as null, quality
-    not_finite, so that what is queued is exactly what can be sent."""
-    try:
-        value = json.dumps(r.value, allow_nan=False)
-    except ValueError:
+    not_finite, so that what is queued is exactly what can be sent. Floats and ints take a
+    fast path (their repr is their JSON); everything else goes through json.dumps."""
+    v = r.value
+    t = type(v)
+    if t is float:
+        if math.isfinite(v):  # type: ignore[arg-type]
+            return (r.device, r.metric, repr(v), r.unit, r.ts, r.quality)
         return (r.device, r.metric, "null", r.unit, r.ts, "not_finite")
-    return (r.device, r.metric, value, r.unit, r.ts, r.quality)
+    if t is int:
+        return (r.device, r.metric, repr(v), r.unit, r.ts, r.quality)
+    return (r.device, r.metric, json.dumps(v), r.unit, r.ts, r.quality)
+
+
+def _spans(seqs: Iterable[int]) -> list[tuple[int, int]]:
+    """Seqs as (first, last) runs of consecutive numbers: one DELETE per run, not per row."""
+    spans: list[tuple[int, int]] = []
+    for s in sorted(seqs):
+        if spans and s <= spans[-1][1] + 1:
+            if s > spans[-1][1]:
+                spans[-1] = (spans[-1][0], s)
+        else:
+            spans.append((s, s))
+    return spans
 
 
 def _code(exc: sqlite3.Error) -> int:

@@ -22,6 +22,7 @@ from tests.bench import scenarios
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
+    "pipeline": scenarios.pipeline,
     "queue_rss": scenarios.queue_rss,
     "drain": scenarios.drain,
 }

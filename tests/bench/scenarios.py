@@ -113,3 +113,154 @@ def drain(quick: bool) -> dict[str, Any]:
     return {"queued_readings": n, "fill_s": round(fill_s, 2),
             "drain_s_incl_startup": round(drain_s, 2),
             "drain_readings_per_s": round(n / drain_s)}
+
+
+class Counter:
+    """The counting subscriber, as its own process (tests/bench/counter.py)."""
+
+    def __init__(self, port: int, workdir: Path, latency: bool = False) -> None:
+        import json as _json
+
+        self._json = _json
+        self.path = workdir / f"counter-{port}.json"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.bench.counter", str(port), str(self.path),
+             *(["--latency"] if latency else [])], cwd=Path(__file__).resolve().parents[2])
+        wait_until(lambda: self.state().get("ready"), timeout=20, what="counter subscribed")
+
+    def state(self) -> dict[str, Any]:
+        try:
+            return dict(self._json.loads(self.path.read_text()))
+        except (OSError, ValueError):
+            return {}
+
+    @property
+    def readings(self) -> int:
+        return int(self.state().get("readings", 0))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+def _raw_pipeline(db: Path, port: int, seconds: float) -> float:
+    """The raw parts alone: batched SQLite insert (FULL) + QoS 1 publish of 100-reading JSON
+    messages with every PUBACK awaited (max_inflight 20) + delete. Readings/s."""
+    import json as _json
+    import threading
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    con = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+    con.execute("PRAGMA journal_mode=WAL")
+    con.execute("PRAGMA synchronous=FULL")
+    con.execute("CREATE TABLE r (seq INTEGER PRIMARY KEY, device TEXT, metric TEXT, value TEXT,"
+                " ts INTEGER)")
+    acked: list[int] = []
+    cond = threading.Condition()
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="raw-bench")
+    c.max_inflight_messages_set(20)
+
+    def on_publish(*args: Any) -> None:
+        with cond:
+            acked.append(args[2])
+            cond.notify()
+
+    c.on_publish = on_publish
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    seq, sent, done = 0, 0, 0
+    inflight: dict[int, tuple[int, int]] = {}
+    end = time.perf_counter() + seconds
+    t0 = time.perf_counter()
+    while time.perf_counter() < end:
+        rows = [(seq + i + 1, "plc", f"m{i % 10}", str(i * 0.5), now_ms()) for i in range(1000)]
+        con.execute("BEGIN")
+        con.executemany("INSERT INTO r VALUES (?,?,?,?,?)", rows)
+        con.execute("COMMIT")
+        got = con.execute("SELECT seq, metric, value, ts FROM r WHERE seq > ? ORDER BY seq"
+                          " LIMIT 1000", (seq,)).fetchall()
+        for i in range(0, len(got), 100):
+            chunk = got[i:i + 100]
+            body = _json.dumps({"readings": [{"seq": s, "metric": m, "value": v, "ts": t}
+                                             for s, m, v, t in chunk]})
+            info = c.publish("raw/plc/telemetry", body, qos=1)
+            inflight[info.mid] = (chunk[0][0], chunk[-1][0])
+            sent += 1
+        seq += 1000
+        with cond:
+            while len(inflight) > 20:
+                cond.wait(0.5)
+                for mid in acked:
+                    first, last = inflight.pop(mid, (0, -1))
+                    con.execute("DELETE FROM r WHERE seq BETWEEN ? AND ?", (first, last))
+                    done += last - first + 1
+                acked.clear()
+    elapsed = time.perf_counter() - t0
+    c.disconnect()
+    c.loop_stop()
+    con.close()
+    return done / elapsed
+
+
+def pipeline(quick: bool, per_put: int = 100) -> dict[str, Any]:
+    """Simulated sources at full speed -> queue (durable) -> broker (QoS 1), counted by a
+    subscriber, beside the raw SQLite + paho loop in the same run."""
+    import threading
+
+    from agent.config import AgentConfig
+    from agent.runtime import Agent
+
+    seconds = 5.0 if quick else 20.0
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        broker = LocalBroker(work / "broker")
+        broker.start()
+        try:
+            raw = _raw_pipeline(work / "raw.db", broker.port, seconds)
+            counter = Counter(broker.port, work)
+            cfg = AgentConfig.model_validate({
+                "gateway": {"id": "bench", "clock": "trusted"},
+                "mqtt": {"host": "127.0.0.1", "port": broker.port, "health_interval": 0},
+                "queue": {"path": str(work / "queue.db")},
+                "log": {"level": "warning", "format": "json"},
+                "devices": [modbus_device("plc", 1, interval="1h")],  # never answers: unused
+            })
+            agent = Agent(cfg)
+            agent.publisher.start()
+            agent.forwarder.start()
+            stop = threading.Event()
+            produced = 0
+
+            def source() -> None:  # a device with `per_put` points, polled back to back
+                nonlocal produced
+                while not stop.is_set():
+                    ts = now_ms()
+                    agent.queue.put([Reading("plc", f"m{i}", i * 0.5, "unit", ts)
+                                     for i in range(per_put)])
+                    produced += per_put
+
+            wait_until(agent.publisher.connected.is_set, what="agent connected")
+            th = threading.Thread(target=source)
+            t0 = time.perf_counter()
+            th.start()
+            time.sleep(seconds)  # the measurement window
+            stop.set()
+            th.join()
+            elapsed = time.perf_counter() - t0
+            time.sleep(0.25)  # the counter writes its figures every 0.2 s
+            delivered = counter.readings
+            wait_until(lambda: agent.queue.stats().depth == 0, timeout=120,
+                       what="the queue to drain")
+            agent.forwarder.stop()
+            agent.publisher.stop()
+            agent.queue.close()
+            counter.stop()
+        finally:
+            broker.stop()
+    rate = delivered / elapsed
+    return {"seconds": seconds, "agent_delivered_per_s": round(rate),
+            "agent_produced_per_s": round(produced / elapsed),
+            "raw_sqlite_mqtt_per_s": round(raw), "ratio_agent_vs_raw": round(rate / raw, 2),
+            "target_per_s": 100_000}
