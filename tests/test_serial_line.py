@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -313,3 +314,36 @@ def test_scheduler_runs_a_stream_and_stops_its_listener(sensor: LineSensor,
     assert {(q.reading.metric, q.reading.value) for q in queue.take(0, 100)} >= {
         ("pm25", 3.0), ("pm10", 4.0)}
     queue.close()
+
+
+def test_stream_through_a_serial_to_ethernet_converter_that_restarts(tmp_path: Path) -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    host, tcp = server.getsockname()
+    accepted: list[socket.socket] = []
+
+    def converter() -> None:  # sends a line on each connection it accepts
+        for n in (1, 2):
+            conn = server.accept()[0]
+            accepted.append(conn)
+            conn.sendall(f"PM2.5={n},PM10={n}\r\n".encode())
+
+    thread = threading.Thread(target=converter, daemon=True)
+    thread.start()
+    port = open_port(BusConfig(name="nport", host=host, port=tcp, timeout=0.3))
+    driver = create(SerialLineConfig.model_validate(
+        {"name": "env", "driver": "serial_line", "bus": "nport", "mode": "stream",
+         "format": "pairs", "points": PM}), {"nport": port})
+    assert isinstance(driver, SerialLine)
+    driver.open()
+    try:
+        assert [r.value for r in poll_until(driver, 2, "the first connection")] == [1.0, 1.0]
+        accepted[0].close()  # the converter restarts: the agent connects again by itself
+        assert [r.value for r in poll_until(driver, 2, "the second connection",
+                                            unplugged=True)] == [2.0, 2.0]
+        assert port.opens == 2
+    finally:
+        driver.close()
+        thread.join(5)
+        for conn in accepted:
+            conn.close()
+        server.close()
