@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 import structlog
@@ -63,11 +64,14 @@ class Episode:
     """A repeating failure: logged once, then summarized every `summary_every` s, then recovered.
 
     `failed(kind, ...)` at every failure; `recovered(...)` at every success. A new kind of
-    failure while one is active is logged as a new episode.
+    failure while one is active is logged as a new episode. The summary says how many failures
+    there were (`repeated`) over how long (`for_s`); the recovery how many and how long down.
     """
 
     def __init__(self, log: Any, event: str, recovered_event: str,
-                 summary_every: float = 300.0) -> None:
+                 summary_every: float = 300.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._log = log
         self._event = event
         self._recovered_event = recovered_event
@@ -83,7 +87,7 @@ class Episode:
 
     def failed(self, kind: str, **fields: Any) -> bool:
         """Record a failure; returns True when this call logged (a new episode or a summary)."""
-        now = time.monotonic()
+        now = self._clock()
         if self.kind != kind:
             self.kind, self.count, self._since, self._last_summary = kind, 1, now, now
             self._log.warning(self._event, kind=kind, **fields)
@@ -101,6 +105,6 @@ class Episode:
         if self.kind is None:
             return False
         self._log.info(self._recovered_event, after_failures=self.count,
-                       down_s=round(time.monotonic() - self._since, 1), **fields)
+                       down_s=round(self._clock() - self._since, 1), **fields)
         self.kind, self.count = None, 0
         return True
