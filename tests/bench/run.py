@@ -23,6 +23,7 @@ from tests.bench import scenarios
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "pipeline": scenarios.pipeline,
+    "modbus": scenarios.modbus,
     "queue_rss": scenarios.queue_rss,
     "drain": scenarios.drain,
 }
