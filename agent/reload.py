@@ -3,12 +3,13 @@
 This module owns what a reload (SIGHUP, `systemctl reload edge-agent`) changes. `plan` compares
 the running config with the new one: devices added, removed or changed (a device on a bus
 whose settings changed counts as changed), buses whose ports must be reopened, the log
-settings, and the keys that only a restart can apply (`gateway`, `mqtt`, `queue`: the uplink
-and the queue stay exactly as they are across a reload, so queued readings are neither lost
-nor sent twice). `apply` then stops the runners of removed and changed devices (a poll in
-progress finishes and is queued), reopens changed buses, starts runners for added and changed
-devices, and leaves every other device's runner - its connection, backoff and state -
-untouched. An invalid config is never applied: the caller keeps the old one and logs why.
+settings, and the keys that only a restart can apply (`gateway`, `mqtt`, `queue` and any other
+section: the uplink and the queue stay exactly as they are across a reload, so queued readings
+are neither lost nor sent twice). `apply` then stops the runners of removed and changed
+devices (a poll in progress finishes and is queued), reopens changed buses, starts runners for
+added and changed devices, and leaves every other device's runner - its connection, backoff
+and state - untouched. An invalid config is never applied: the caller keeps the old one and
+logs why.
 """
 
 from __future__ import annotations
@@ -30,10 +31,15 @@ from drivers.base import DeviceConfig
 if TYPE_CHECKING:
     from agent.runtime import Agent
 
-RESTART_SECTIONS = ("gateway", "mqtt", "queue")
-"""Sections a reload does not apply (logged as needing a restart)."""
+LIVE_SECTIONS = ("log", "buses", "devices", "devices_dir", "profiles_dir")
+"""Top-level keys a reload applies; every other section (gateway, mqtt, queue, and any added
+later) keeps its running values and is logged as needing a restart."""
 LIVE_KEYS = ("gateway.clock",)
-"""Keys inside those sections that a reload does apply."""
+"""Keys inside those other sections that a reload does apply."""
+
+
+def restart_sections() -> list[str]:
+    return [k for k in AgentConfig.model_fields if k not in LIVE_SECTIONS]
 
 
 def same(a: BaseModel | None, b: BaseModel | None) -> bool:
@@ -89,7 +95,7 @@ def plan(old: AgentConfig, new: AgentConfig) -> Plan:
     removed = [n for n in before if n not in after]
     changed = [n for n in after if n in before and (
         not same(before[n], after[n]) or getattr(after[n], "bus", None) in bus_changed)]
-    restart = [k for s in RESTART_SECTIONS
+    restart = [k for s in restart_sections()
                for k in changed_keys(getattr(old, s), getattr(new, s), s) if k not in LIVE_KEYS]
     return Plan(
         added=tuple(added), removed=tuple(removed), changed=tuple(changed),
@@ -121,7 +127,7 @@ def apply(agent: Agent, new: AgentConfig) -> Plan:
             log.get("agent", cfg.name).error("device not started", error=repr(exc))
     by_name = {r.name: r for r in sched.runners}
     agent.runners = [by_name[n] for n in p.order if n in by_name]
-    keep = {s: getattr(agent.config, s) for s in RESTART_SECTIONS}
+    keep = {s: getattr(agent.config, s) for s in restart_sections()}
     if p.clock_changed:
         keep["gateway"] = keep["gateway"].model_copy(update={"clock": new.gateway.clock})
         SYSTEM.trusted = new.gateway.clock == "trusted"

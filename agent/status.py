@@ -130,6 +130,13 @@ def _ago(ms: int | None, now: int) -> str:
     return f"{s // 3600}h {s % 3600 // 60}m ago" if s < 172800 else f"{s // 86400}d ago"
 
 
+def _size(n: int) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} bytes"
+
+
 def render(doc: dict[str, Any], state: str, out: TextIO, now: int | None = None) -> None:
     now = now or now_ms()
     h = doc.get("health") or {}
@@ -152,7 +159,7 @@ def render(doc: dict[str, Any], state: str, out: TextIO, now: int | None = None)
           f"{up.get('reconnects', 0)} reconnect(s)", file=out)
     q = h.get("queue") or {}
     oldest = "" if q.get("oldest_age_s") is None else f", oldest {q['oldest_age_s']:.0f} s old"
-    print(f"queue:  {q.get('depth', 0)} reading(s) waiting, {q.get('bytes', 0)} bytes{oldest}; "
+    print(f"queue:  {q.get('depth', 0)} reading(s) waiting, {_size(q.get('bytes') or 0)}{oldest}; "
           f"evicted {q.get('evicted', 0)}, dropped {q.get('dropped', 0)}", file=out)
     devices = h.get("devices") or {}
     online = sum(d.get("state") == "online" for d in devices.values())

@@ -52,7 +52,8 @@ def test_a_changed_schema_file_is_detected(tmp_path: Path) -> None:
     assert config_schema.stale(tmp_path) == ["device.schema.json"]
 
 
-@pytest.mark.parametrize("name", ["agent.yaml", "rs485.yaml", "site/agent.yaml"])
+@pytest.mark.parametrize("name", [p.name for p in sorted(CONFIG.glob("*.yaml"))]
+                         + ["site/agent.yaml"])
 def test_example_configs_pass_schema_and_loader(name: str) -> None:
     load_config(CONFIG / name)
     assert _errors(_validator("agent.schema.json"), _yaml(CONFIG / name)) == []
