@@ -29,6 +29,7 @@ from agent.config_yaml import Converter, Issue, at, issue, node_pos, read_yaml
 from agent.errors import ConfigError, ConfigIssue
 from agent.mqtt_config import MqttConfig
 from agent.units import ByteSize, Duration
+from agent.webui_config import StatusPageConfig
 from drivers import CONFIG_MODELS
 from drivers.base import NAME_PATTERN, DeviceConfig, Strict
 
@@ -107,6 +108,8 @@ class AgentConfig(Strict):
     mqtt: MqttConfig = Field(description="MQTT uplink")
     queue: QueueConfig = Field(description="store-and-forward queue")
     log: LogConfig = Field(default=LogConfig(), description="logging")
+    status_page: StatusPageConfig = Field(default=StatusPageConfig(), description="the "
+                                          "technician's local status page and /metrics")
     buses: tuple[BusConfig, ...] = Field(
         default=(), description="shared lines (RS-485 ports, serial-to-Ethernet converters)")
     devices: tuple[AnyDevice, ...] = Field(

@@ -52,10 +52,11 @@ class _Point:
 class DeviceRecent:
     """One device's recent readings and counters; written by its runner, read by anyone."""
 
-    def __init__(self, source: object = None, samples: int = HISTORY_SAMPLES,
-                 step_ms: int = HISTORY_STEP_MS) -> None:
+    def __init__(self, source: object = None, samples: int | None = None,
+                 step_ms: int | None = None) -> None:
         self._source = source  # the driver: its `requests` counter, where it keeps one
-        self._samples, self._step = samples, step_ms
+        self._samples = samples or HISTORY_SAMPLES  # the module's values at construction
+        self._step = step_ms or HISTORY_STEP_MS
         self._lock = threading.Lock()
         self._points: dict[str, _Point] = {}
         self.polls = 0

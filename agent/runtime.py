@@ -29,6 +29,7 @@ from agent.queue import Limits, Queue
 from agent.reload import timed_apply
 from agent.scheduler import DeviceRunner, Scheduler
 from agent.status import StatusWriter, path_for
+from agent.webui import StatusServer
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
@@ -60,12 +61,14 @@ class Agent:
         self._stopped = False
         self.started_at = time.monotonic()
         self.health = HealthReporter(self, config.mqtt.health_interval)
+        self.webui = StatusServer(self, config.status_page)  # serves only if enabled
 
     def start(self) -> None:
         self.publisher.start()
         self.forwarder.start()
         self.scheduler.start()
         self.health.start()
+        self.webui.start()  # logs, never raises, if it cannot listen
         stats = self.queue.stats()
         self._log.info("agent started", version=__version__, gateway=self.config.gateway.id,
                        devices=len(self.runners), queued=stats.depth, queue=str(self.queue.path))
@@ -96,6 +99,7 @@ class Agent:
         if self._stopped:
             return
         self._stopped = True
+        self.webui.stop()
         self.health.stop()
         self.scheduler.stop()
         self.forwarder.stop(grace=2.0)

@@ -30,6 +30,7 @@ from agent.bus import Port, close_all
 from agent.errors import DriverError, QueueError
 from agent.model import Reading, now_ms
 from agent.queue import Queue
+from agent.recent import DeviceRecent
 from agent.reporting import ReportFilter
 from drivers.base import Driver, PointConfig
 
@@ -55,6 +56,7 @@ class DeviceRunner:
         self._device_ep = log.Episode(self._log, "device offline", "device back online")
         points = getattr(driver.config, "points", None) or []
         self.filter = ReportFilter([p for p in points if isinstance(p, PointConfig)])
+        self.recent = DeviceRecent(driver)  # last values, history, counters: status page
         self._queue_ep = log.Episode(log.get("queue", self.name), "queue write failed",
                                      "queue write ok")
         self.polls = 0
@@ -81,7 +83,7 @@ class DeviceRunner:
         with self._lock:
             if self._closed or time.monotonic() < self._next_attempt:
                 return
-            readings = self.filter.apply(self._poll())
+            readings = self.filter.apply(self.recent.record(self._poll()))
             self.polls += 1
         if not readings:
             return
@@ -91,6 +93,7 @@ class DeviceRunner:
             self._queue_ep.failed("write", error=str(exc), lost=len(readings))
         else:
             self._queue_ep.recovered()
+            self.recent.count_queued(len(readings))
 
     def _poll(self) -> list[Reading]:
         try:
@@ -122,6 +125,7 @@ class DeviceRunner:
         self._failures += 1
         self.last_error = str(exc)
         self.last_error_ms = now_ms()
+        self.recent.failed(exc.quality)
         delay = self.interval if passive else min(self.interval * 2 ** (self._failures - 1),
                                                   self._backoff_max)
         self._next_attempt = time.monotonic() + delay - self.interval * 0.5
