@@ -200,7 +200,10 @@ class SerialPort(_PortBase):
         try:
             if ser.timeout != timeout:
                 ser.timeout = timeout
-            return bytes(ser.read(max(1, ser.in_waiting)))
+            data = bytes(ser.read(max(1, ser.in_waiting)))
+            if data and ser.in_waiting:  # the rest of a burst that woke us with its first byte
+                data += bytes(ser.read(ser.in_waiting))
+            return data
         except (serial.SerialException, OSError) as exc:
             self.close()
             raise DeviceUnreachable(f"{self.name} failed: {exc}") from None

@@ -69,6 +69,7 @@ class LineSensor:
             self._pending = b""
             self.plugs += 1
         os.replace(tmp, self.link)
+        self._wake(b"w")  # to watch the new pty
 
     def unplug(self) -> None:
         """The path disappears and the open line hangs up."""

@@ -62,6 +62,8 @@ class Listener:
         self._chunks: deque[Chunk] = deque()
         self._size = 0
         self._dropped = 0
+        self.received = 0
+        """Bytes read since start."""
         self._error: str | None = "not opened yet"
         self._opened_at = 0.0
         self._lock = threading.Lock()
@@ -133,6 +135,7 @@ class Listener:
             if opened or self._error is not None:
                 self._error, self._opened_at = None, time.monotonic()
             if data:
+                self.received += len(data)
                 self._keep(Chunk(now_ms(), self.port.opens, data))
         return None
 

@@ -22,6 +22,7 @@ from agent.linesim import LineSensor
 from agent.model import Reading
 from agent.queue import Queue
 from agent.scheduler import DeviceRunner, Scheduler
+from agent.stream import Listener
 from drivers import create
 from drivers.serial_line import DeviceStale, SerialLine, SerialLineConfig
 from drivers.serial_parse import checksum
@@ -144,10 +145,12 @@ def test_a_silent_sensor_is_stale_once_then_back_online(sensor: LineSensor,
 
 
 def test_unplugged_adapter_is_reopened_under_its_by_id_path(sensor: LineSensor) -> None:
-    driver = listening(line_driver(sensor))
+    driver = listening(line_driver(sensor, command="START\\r\\n"))  # sent at every open
+    wait_until(lambda: sensor.received == b"START\r\n", what="the start command")
     first_tty = sensor.tty
-    sensor.stream([b"PM2.5=4,PM10=6\r\n"], 0.02)
+    sensor.write(b"PM2.5=4,PM10=6\r\nPM2.5=9")  # the last frame is cut off by the unplug
     poll_until(driver, 2, "readings")
+    wait_until(lambda: (driver.poll(), driver.framer.pending)[1], what="the cut frame")
     sensor.unplug()
     with pytest.raises(DeviceUnreachable, match=r"bus env .*(no data|Input/output|No such file)"):
         wait_until(lambda: driver.poll() and False, timeout=1, interval=0.02)
@@ -155,12 +158,14 @@ def test_unplugged_adapter_is_reopened_under_its_by_id_path(sensor: LineSensor) 
     try:
         sensor.plug()
         assert sensor.tty != first_tty
+        wait_until(lambda: sensor.received == b"START\r\n" * 2, what="the port reopened")
+        sensor.write(b"PM2.5=5,PM10=7\r\n")
         got = poll_until(driver, 2, "readings after the adapter came back", unplugged=True)
     finally:
         for fd in taken:
             os.close(fd)
-    assert {(r.metric, r.value) for r in got} == {("pm25", 4.0), ("pm10", 6.0)}
-    assert driver.port.opens == 2
+    assert [(r.metric, r.value) for r in got] == [("pm25", 5.0), ("pm10", 7.0)]
+    assert driver.counts["partial"] == 1 and driver.port.opens == 2
     driver.close()
 
 
@@ -347,3 +352,19 @@ def test_stream_through_a_serial_to_ethernet_converter_that_restarts(tmp_path: P
         for conn in accepted:
             conn.close()
         server.close()
+
+
+def test_bytes_nobody_takes_are_bounded_and_counted(sensor: LineSensor) -> None:
+    port = open_port(BusConfig(name="env", port=str(sensor.link)))
+    listener = Listener(port, "env", max_bytes=100)
+    listener.start()
+    try:
+        for n in range(1, 6):  # separate reads: the oldest are dropped whole
+            sensor.write(b"PM2.5=1\n" * 5)
+            wait_until(lambda n=n: listener.received == 40 * n, what="the listener to read")
+        heard = listener.take()
+    finally:
+        listener.stop()
+    kept = sum(len(c.data) for c in heard.chunks)
+    assert kept <= 100 and heard.dropped >= 100 and kept + heard.dropped == 200
+    assert heard.chunks[-1].data.endswith(b"PM2.5=1\n") and heard.error is None
