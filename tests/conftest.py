@@ -6,12 +6,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from agent.config import load_config
 from agent.localbroker import LocalBroker, find_mosquitto, free_port
+from agent.runtime import Agent
 from agent.simulator import ModbusSimulator
-from tests.support import Collector
+from tests.support import Collector, RunAgent, modbus_device, write_config
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +47,25 @@ def plc() -> Iterator[ModbusSimulator]:
     sim.start()
     yield sim
     sim.stop()
+
+
+@pytest.fixture
+def run_agent(tmp_path: Path, plc: ModbusSimulator) -> Iterator[RunAgent]:
+    """Start in-process agents from a written config: run_agent(broker_port, devices=None,
+    **mqtt_keys); the default device polls `plc` every 50 ms. Stopped at teardown."""
+    agents: list[Agent] = []
+
+    def start(broker_port: int, devices: list[dict[str, Any]] | None = None,
+              **mqtt: Any) -> Agent:
+        devices = devices or [modbus_device("plc", plc.port, interval="50ms")]
+        cfg = write_config(tmp_path / "agent.yaml", broker_port=broker_port, devices=devices,
+                           **mqtt)
+        agent = Agent(load_config(cfg))
+        agents.append(agent)
+        agent.start()
+        return agent
+
+    yield start
+    for a in agents:
+        a.stop()
+

@@ -21,6 +21,10 @@ SCHEMAS = ROOT / "config" / "schemas"
 EDGE_AGENT = [str(Path(sys.executable).parent / "edge-agent")]
 
 
+RunAgent = Callable[..., Any]
+"""The `run_agent` fixture: run_agent(broker_port, devices=None, **mqtt_keys) -> Agent."""
+
+
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
                what: str = "condition") -> Any:
     """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""

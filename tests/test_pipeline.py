@@ -2,36 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
-from agent.config import load_config
 from agent.localbroker import LocalBroker, free_port
 from agent.runtime import Agent
 from agent.simulator import ModbusSimulator
-from tests.support import Collector, modbus_device, wait_until, write_config
-
-
-@pytest.fixture
-def agent_factory(tmp_path: Path):  # type: ignore[no-untyped-def]
-    agents: list[Agent] = []
-
-    def make(broker_port: int, devices: list[dict], **mqtt_extra: object) -> Agent:  # type: ignore[type-arg]
-        cfg = write_config(tmp_path / "agent.yaml", broker_port=broker_port, devices=devices,
-                           **mqtt_extra)
-        agent = Agent(load_config(cfg))
-        agents.append(agent)
-        agent.start()
-        return agent
-
-    yield make
-    for a in agents:
-        a.stop()
+from tests.support import Collector, RunAgent, modbus_device, wait_until
 
 
 def test_configured_points_arrive_decoded(plc: ModbusSimulator, broker: LocalBroker,
-                                          collector: Collector, agent_factory) -> None:  # type: ignore[no-untyped-def]
+                                          collector: Collector, run_agent: RunAgent) -> None:
     plc.set_value(1, "holding", 100, "float32", 0.42)
     plc.set_value(1, "holding", 102, "uint16", 123)
     plc.set_value(1, "input", 10, "int32", -70000, order="CDAB")
@@ -45,7 +25,7 @@ def test_configured_points_arrive_decoded(plc: ModbusSimulator, broker: LocalBro
          "byte_order": "CDAB", "unit": "m3"},
         {"name": "pump_running", "table": "coil", "address": 3, "type": "bool"},
     ]
-    agent_factory(broker.port, [modbus_device("intake-plc", plc.port, points=points)])
+    run_agent(broker.port, [modbus_device("intake-plc", plc.port, points=points)])
     wait_until(lambda: len(collector.readings()) >= 8, what="two polls delivered")
     latest = {r["metric"]: r for r in collector.readings()}
     assert latest["turbidity"]["value"] == pytest.approx(0.42, rel=1e-6)
@@ -78,8 +58,8 @@ def _assert_complete_and_ordered(collector: Collector, last_seq: int) -> None:
 
 
 def test_broker_outage_loses_nothing(plc: ModbusSimulator, broker: LocalBroker,
-                                     collector: Collector, agent_factory) -> None:  # type: ignore[no-untyped-def]
-    agent: Agent = agent_factory(broker.port, [
+                                     collector: Collector, run_agent: RunAgent) -> None:
+    agent: Agent = run_agent(broker.port, [
         modbus_device("intake-plc", plc.port, unit=1, interval="50ms"),
         modbus_device("outflow-plc", plc.port, unit=2, interval="70ms"),
     ])
@@ -100,9 +80,9 @@ def test_broker_outage_loses_nothing(plc: ModbusSimulator, broker: LocalBroker,
 
 
 def test_dead_device_does_not_stop_the_others(plc: ModbusSimulator, broker: LocalBroker,
-                                              collector: Collector, agent_factory) -> None:  # type: ignore[no-untyped-def]
+                                              collector: Collector, run_agent: RunAgent) -> None:
     dead_port = free_port()  # nothing listens there
-    agent: Agent = agent_factory(broker.port, [
+    agent: Agent = run_agent(broker.port, [
         modbus_device("healthy", plc.port, interval="50ms"),
         modbus_device("dead", dead_port, interval="50ms"),
     ])
@@ -119,9 +99,9 @@ def test_dead_device_does_not_stop_the_others(plc: ModbusSimulator, broker: Loca
 
 
 def test_device_that_returns_is_polled_again(broker: LocalBroker, collector: Collector,
-                                             agent_factory) -> None:  # type: ignore[no-untyped-def]
+                                             run_agent: RunAgent) -> None:
     port = free_port()
-    agent: Agent = agent_factory(broker.port, [modbus_device("late-plc", port, interval="50ms")])
+    agent: Agent = run_agent(broker.port, [modbus_device("late-plc", port, interval="50ms")])
     wait_until(lambda: any(r["quality"] == "unreachable" for r in collector.readings()),
                what="device reported unreachable")
     sim = ModbusSimulator(port=port)

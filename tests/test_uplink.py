@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,6 @@ from agent.config import load_config
 from agent.errors import ConfigError
 from agent.localbroker import LocalBroker
 from agent.runtime import Agent
-from agent.simulator import ModbusSimulator
 from tests.pki import Pki, make_pki
 from tests.support import EDGE_AGENT, Collector, modbus_device, wait_until, write_config
 
@@ -28,23 +26,6 @@ from tests.support import EDGE_AGENT, Collector, modbus_device, wait_until, writ
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return make_pki(tmp_path_factory.mktemp("pki"))
-
-
-@pytest.fixture
-def run_agent(tmp_path: Path, plc: ModbusSimulator) -> Iterator[Any]:
-    agents: list[Agent] = []
-
-    def start(broker_port: int, **mqtt: Any) -> Agent:
-        cfg = write_config(tmp_path / "agent.yaml", broker_port=broker_port,
-                           devices=[modbus_device("plc", plc.port, interval="50ms")], **mqtt)
-        agent = Agent(load_config(cfg))
-        agents.append(agent)
-        agent.start()
-        return agent
-
-    yield start
-    for a in agents:
-        a.stop()
 
 
 def tls_broker(tmp_path: Path, pki: Pki, cert: Path | None = None, *extra: str) -> LocalBroker:
