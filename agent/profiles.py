@@ -127,10 +127,10 @@ def _merge(dev: dict[str, Any], i: int, name: str, path: str, tree: Any, conv: C
         if key in allowed and key not in ("points", "description"):
             dev.setdefault(key, value)
         elif key not in allowed and (model is not None or key in NOT_IN_PROFILE):
-            why = ("it belongs in the device's own file" if key in NOT_IN_PROFILE else
-                   f"allowed: {', '.join(allowed)}{suggest(key, allowed)}")
-            issues.append((pconv.key_pos.get((key,), top),
-                           f"profile {name}: unknown key {key!r}; {why}"))
+            why = ("is not for a profile: it says which device this is or where it is wired; "
+                   "set it in the device's own config" if key in NOT_IN_PROFILE else
+                   f"is an unknown key; allowed: {', '.join(allowed)}{suggest(key, allowed)}")
+            issues.append((pconv.key_pos.get((key,), top), f"profile {name}: {key!r} {why}"))
     if "points" in profile or "points" in dev:
         dev["points"] = [theirs[k] for k in kept] + own
     conv.value_pos.setdefault(("devices", i, "points"),

@@ -100,3 +100,31 @@ def test_env_substitution(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(cfg, env=env)
     assert 'put a value with ${VAR} in quotes: "${VAR}"' in str(info.value)
+
+
+def test_a_profile_can_hold_a_line_format(tmp_path: Path) -> None:
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "pm_sensor.yaml").write_text(
+        "# a text particulate sensor: PM2.5=12.3,PM10=20.1\n"
+        "description: particulate sensor, key=value lines\n"
+        "mode: stream\nformat: pairs\nstale_after: 30s\n"
+        "points:\n  - {name: pm25, key: PM2.5, unit: ug/m3}\n"
+        "  - {name: pm10, key: PM10, unit: ug/m3}\n")
+    cfg = _site(tmp_path, {
+        "pm.yaml": "name: pm\ndriver: serial_line\nbus: rs485-1\nprofile: pm_sensor\n"
+                   "points: [{name: pm10, key: PM10, unit: ug/m3, deadband: 1}]\n"})
+    [pm] = load_config(cfg).devices
+    dumped = pm.model_dump()
+    assert (dumped["mode"], dumped["format"], dumped["stale_after"]) == ("stream", "pairs", 30.0)
+    assert [(p["name"], p["deadband"]) for p in dumped["points"]] == [("pm25", None),
+                                                                    ("pm10", 1.0)]
+    # wiring in a profile is refused there, at its line
+    (tmp_path / "profiles" / "pm_sensor.yaml").write_text("mode: poll\nbus: rs485-2\n"
+                                                          "command: R\nformat: pairs\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg)
+    [issue] = info.value.issues
+    assert (issue.file, issue.line) == (str(tmp_path / "profiles" / "pm_sensor.yaml"), 2)
+    assert issue.message == ("profile pm_sensor: 'bus' is not for a profile: it says which "
+                             "device this is or where it is wired; set it in the device's own "
+                             "config")
