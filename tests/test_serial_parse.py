@@ -88,6 +88,7 @@ def test_checksums_known_values() -> None:
     assert verify(raw, b"123456789\x37\x4b") == (b"123456789", None)  # low byte first
 
 
+@settings(deadline=None)  # a loaded CI machine must not turn slowness into a failure
 @given(st.binary(max_size=80), st.sampled_from(["xor", "sum", "lrc", "crc16"]),
        st.sampled_from(["hex", "binary"]), st.integers(0, 79), st.integers(1, 255))
 def test_checksum_round_trip_and_single_byte_damage(
@@ -154,7 +155,7 @@ def test_parsers() -> None:
     assert fields.parse(other).kind == "ignored"
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(st.binary(max_size=300))
 def test_parsers_never_raise_on_arbitrary_bytes(data: bytes) -> None:
     for parser in parsers():
@@ -168,7 +169,7 @@ markers = st.sampled_from([(b"\n", None), (b"\r\n", None), (b"\x03", b"\x02"),
                            (b"\r", b"$"), (b"ETX", b"STX")])
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(markers, st.integers(4, 40),
        st.lists(st.one_of(st.binary(max_size=30), st.integers(0, 45).map(lambda n: b"x" * n),
                           st.sampled_from([b"\n", b"\r\n", b"\x02", b"\x03", b"$", b"STX",
@@ -226,7 +227,7 @@ protocol_bytes = st.lists(st.one_of(
     max_size=40)
 
 
-@settings(max_examples=150)
+@settings(max_examples=150, deadline=None)
 @given(st.lists(protocol_bytes, min_size=1, max_size=4))
 def test_driver_turns_any_bytes_into_sendable_readings(polls: list[list[bytes]]) -> None:
     for driver in _drivers():
