@@ -74,6 +74,13 @@ def poll_until(driver: SerialLine, count: int, what: str, *, unplugged: bool = F
     return got
 
 
+def heard(driver: SerialLine, sensor: LineSensor) -> list[Reading]:
+    """One poll, once the listener has heard every byte the sensor wrote."""
+    wait_until(lambda: driver.listener is not None
+               and driver.listener.received == sensor.written, what="every byte heard")
+    return driver.poll()
+
+
 def nmea(body: bytes) -> bytes:
     """A line with an XOR checksum after '*' (over what follows a leading '$', as NMEA does)."""
     covered = body[1:] if body.startswith(b"$") else body
@@ -90,17 +97,17 @@ def test_stream_with_noise_split_frames_and_bad_checksums(sensor: LineSensor) ->
                      + b"PM2.5=" + b"9" * 100 + b"\r\n"             # a runaway frame
                      + nmea(b"PM2.5=12.5,PM10=20.4")
                      + nmea(b"PM2.5=13.0,PM10=21.0")[:9])           # the rest comes later
-        first = poll_until(driver, 4, "the two good frames")
+        first = heard(driver, sensor)
         assert [(r.metric, r.value, r.quality) for r in first] == [
             ("pm25", 12.3, "good"), ("pm25", 12.5, "good"),
             ("pm10", 20.1, "good"), ("pm10", 20.4, "good")]
         assert all(r.unit == "ug/m3" for r in first)
         assert driver.framer.pending == 9, "the half frame waits for its other half"
         sensor.write(nmea(b"PM2.5=13.0,PM10=21.0")[9:])
-        assert [(r.metric, r.value) for r in poll_until(driver, 2, "the rest")] == [
+        assert [(r.metric, r.value) for r in heard(driver, sensor)] == [
             ("pm25", 13.0), ("pm10", 21.0)]
         sensor.write(b"PM2.5=1,PM10=2*FF\r\n")
-        assert [(r.value, r.quality) for r in poll_until(driver, 2, "a bad-only poll")] == [
+        assert [(r.value, r.quality) for r in heard(driver, sensor)] == [
             (None, "checksum_error"), (None, "checksum_error")]
         driver.close()
     assert driver.counts == {"frames": 3, "checksum_error": 3, "too_long": 1}
@@ -112,11 +119,8 @@ def test_stream_with_noise_split_frames_and_bad_checksums(sensor: LineSensor) ->
 
 def test_latest_value_per_poll_with_its_arrival_time(sensor: LineSensor) -> None:
     driver = listening(line_driver(sensor))
-    lines = b"PM2.5=1\nPM2.5=2,PM10=5\nPM2.5=3\n"
-    sensor.write(lines)
-    wait_until(lambda: driver.listener is not None and driver.listener.received == len(lines),
-               what="all three lines heard")
-    got = driver.poll()
+    sensor.write(b"PM2.5=1\nPM2.5=2,PM10=5\nPM2.5=3\n")
+    got = heard(driver, sensor)
     assert [(r.metric, r.value) for r in got] == [("pm25", 3.0), ("pm10", 5.0)]
     assert got[0].ts >= got[1].ts
     driver.close()
