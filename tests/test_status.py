@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from agent import status
+import pytest
+
+from agent import cli, status
 from agent.simulator import ModbusSimulator
 from tests.support import EDGE_AGENT, modbus_device, wait_until, write_config
 
@@ -69,7 +71,8 @@ def _log_events(err: str) -> list[dict[str, Any]]:
     return events
 
 
-def test_sighup_reloads_and_status_reports_it(tmp_path: Path, plc: ModbusSimulator) -> None:
+def test_sighup_reloads_and_status_reports_it(tmp_path: Path, plc: ModbusSimulator,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
     cfg = write_config(tmp_path / "agent.yaml", broker_port=1,
                        devices=[modbus_device("plc", plc.port, interval="100ms")])
     state = tmp_path / "queue.db.status.json"
@@ -86,13 +89,11 @@ def test_sighup_reloads_and_status_reports_it(tmp_path: Path, plc: ModbusSimulat
         (tmp_path / "devices.d" / "plc3.yaml").write_text("name: plc3\ndriver: modbus_tpc\n")
         proc.send_signal(signal.SIGHUP)
         wait_until(lambda: _reload(state) and not _reload(state)["ok"], what="reload refused")
-        shown = subprocess.run([*EDGE_AGENT, "status", "-c", str(cfg)], capture_output=True,
-                               text=True, timeout=30)
-        assert shown.returncode == 0, shown.stderr
-        assert "agent:  running" in shown.stdout
-        assert "devices.d/plc3.yaml:2:9: driver: 'modbus_tpc' is not a known driver" \
-            in shown.stdout
-        assert "plc2" in shown.stdout and proc.poll() is None
+        assert cli.main(["status", "-c", str(cfg)]) == 0
+        shown = capsys.readouterr()
+        assert "agent:  running" in shown.out
+        assert "devices.d/plc3.yaml:2:9: driver: 'modbus_tpc' is not a known driver" in shown.out
+        assert "plc2" in shown.out and proc.poll() is None
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=15)
     finally:
