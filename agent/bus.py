@@ -128,16 +128,9 @@ class _PortBase:
         self._quiet_since = time.monotonic()
         return out
 
-    def read_available(self, timeout: float) -> bytes:
-        """What arrives within `timeout` s (b"" if nothing), for callers that frame bytes
-        themselves (`agent.stream.Listener`); DeviceUnreachable when the port is gone."""
-        if self._buffer:
-            out, self._buffer = self._buffer, b""
-            return out
-        return self._read_within(timeout)
-
-    def _read_within(self, timeout: float) -> bytes:
-        raise NotImplementedError
+    def _buffered(self) -> bytes:
+        out, self._buffer = self._buffer, b""
+        return out
 
     def _silent(self) -> DeviceTimeout:
         got = f" (got {len(self._buffer)} byte(s) of a reply)" if self._buffer else ""
@@ -195,7 +188,11 @@ class SerialPort(_PortBase):
             raise self._silent()
         return data
 
-    def _read_within(self, timeout: float) -> bytes:
+    def read_available(self, timeout: float) -> bytes:
+        """What arrives within `timeout` s (b"" if nothing), for callers that frame bytes
+        themselves (`agent.stream.Listener`); DeviceUnreachable when the port is gone."""
+        if self._buffer:
+            return self._buffered()
         ser = self._open()
         try:
             if ser.timeout != timeout:
@@ -275,7 +272,10 @@ class TcpPort(_PortBase):
             raise DeviceUnreachable(f"connection to {self.name} closed by the peer")
         return data
 
-    def _read_within(self, timeout: float) -> bytes:
+    def read_available(self, timeout: float) -> bytes:
+        """What arrives within `timeout` s (b"" if nothing); DeviceUnreachable if it broke."""
+        if self._buffer:
+            return self._buffered()
         sock = self._open()
         if not select.select([sock], [], [], timeout)[0]:
             return b""
