@@ -132,6 +132,14 @@ class Publisher:
             raise PublishError(f"publish to {topic} refused: {mqtt.error_string(info.rc)}")
         return int(info.mid)
 
+    def set_devices(self, devices: Sequence[str]) -> None:
+        """The device list changed (reload): say so in the retained `online` status now."""
+        self._devices = list(devices)
+        if self.connected.is_set():
+            self.publish(self._status_topic,
+                         encode_status(self._gateway, "online", now_ms(), __version__,
+                                       self._devices), qos=1, retain=True)
+
     def stop(self, timeout: float = 2.0) -> None:
         """Publish `offline` (retained) if connected, then disconnect cleanly."""
         if self.connected.is_set():

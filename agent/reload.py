@@ -127,6 +127,7 @@ def apply(agent: Agent, new: AgentConfig) -> Plan:
             log.get("agent", cfg.name).error("device not started", error=repr(exc))
     by_name = {r.name: r for r in sched.runners}
     agent.runners = [by_name[n] for n in p.order if n in by_name]
+    agent.publisher.set_devices([r.name for r in agent.runners])
     keep = {s: getattr(agent.config, s) for s in restart_sections()}
     if p.clock_changed:
         keep["gateway"] = keep["gateway"].model_copy(update={"clock": new.gateway.clock})

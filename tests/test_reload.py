@@ -73,6 +73,12 @@ def test_reload_adds_removes_and_changes_devices_losing_nothing(
             issued = agent.queue.stats().next_seq - 1
             wait_until(lambda: collector.seqs() >= set(range(1, issued + 1)), timeout=20,
                        what="every reading queued across the reload delivered")
+            online = [s for s in collector.statuses() if s["state"] == "online"]
+            assert online[-1]["devices"] == ["keep", "change", "added"]
+            _config(tmp_path, broker.port, [keep, changed])
+            assert agent.reload(str(cfg))
+            wait_until(lambda: [s for s in collector.statuses() if s["state"] == "online"][-1]
+                       ["devices"] == ["keep", "change"], what="status after a live reload")
             agent.stop()
             sent = Counter(r["seq"] for r in collector.readings())
             assert set(sent) == set(range(1, max(sent) + 1))  # no gap: nothing lost
