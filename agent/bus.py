@@ -108,8 +108,23 @@ class _PortBase:
         if wait > 0:
             time.sleep(wait)  # line discipline (RS-485 turnaround), not synchronization
 
-    def _read_some(self, deadline: float) -> bytes:
+    def _read(self, timeout: float) -> bytes:
+        """What arrives within `timeout` s (b"" if nothing); each kind of port its own."""
         raise NotImplementedError
+
+    def _read_some(self, deadline: float) -> bytes:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or not (data := self._read(remaining)):
+            raise self._silent()
+        return data
+
+    def read_available(self, timeout: float) -> bytes:
+        """What arrives within `timeout` s (b"" if nothing), for callers that frame bytes
+        themselves (`agent.stream.Listener`); DeviceUnreachable when the port is gone."""
+        if self._buffer:
+            out, self._buffer = self._buffer, b""
+            return out
+        return self._read(timeout)
 
     def recv(self, n: int, deadline: float) -> bytes:
         """Exactly `n` bytes, or DeviceTimeout once `deadline` (monotonic) has passed."""
@@ -126,10 +141,6 @@ class _PortBase:
         end = self._buffer.index(b"\n") + 1
         out, self._buffer = self._buffer[:end], self._buffer[end:]
         self._quiet_since = time.monotonic()
-        return out
-
-    def _buffered(self) -> bytes:
-        out, self._buffer = self._buffer, b""
         return out
 
     def _silent(self) -> DeviceTimeout:
@@ -173,26 +184,7 @@ class SerialPort(_PortBase):
             raise DeviceUnreachable(f"cannot write to {self.name}: {exc}") from None
         self._quiet_since = time.monotonic()
 
-    def _read_some(self, deadline: float) -> bytes:
-        ser = self._open()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise self._silent()
-        try:
-            ser.timeout = remaining
-            data = bytes(ser.read(max(1, ser.in_waiting)))
-        except (serial.SerialException, OSError) as exc:
-            self.close()
-            raise DeviceUnreachable(f"{self.name} failed: {exc}") from None
-        if not data:
-            raise self._silent()
-        return data
-
-    def read_available(self, timeout: float) -> bytes:
-        """What arrives within `timeout` s (b"" if nothing), for callers that frame bytes
-        themselves (`agent.stream.Listener`); DeviceUnreachable when the port is gone."""
-        if self._buffer:
-            return self._buffered()
+    def _read(self, timeout: float) -> bytes:
         ser = self._open()
         try:
             if ser.timeout != timeout:
@@ -253,29 +245,7 @@ class TcpPort(_PortBase):
             raise DeviceUnreachable(f"connection to {self.name} lost: "
                                     f"{exc.strerror or exc}") from None
 
-    def _read_some(self, deadline: float) -> bytes:
-        sock = self._open()
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise self._silent()
-        try:
-            sock.settimeout(remaining)
-            data = sock.recv(4096)
-        except TimeoutError:
-            raise self._silent() from None
-        except OSError as exc:
-            self.close()
-            raise DeviceUnreachable(f"connection to {self.name} lost: "
-                                    f"{exc.strerror or exc}") from None
-        if not data:
-            self.close()
-            raise DeviceUnreachable(f"connection to {self.name} closed by the peer")
-        return data
-
-    def read_available(self, timeout: float) -> bytes:
-        """What arrives within `timeout` s (b"" if nothing); DeviceUnreachable if it broke."""
-        if self._buffer:
-            return self._buffered()
+    def _read(self, timeout: float) -> bytes:
         sock = self._open()
         if not select.select([sock], [], [], timeout)[0]:
             return b""
