@@ -51,6 +51,13 @@ from drivers.serial_parse import (
 )
 
 
+def _escaped(value: str | None) -> str | None:
+    """A config string that will become bytes: its escapes must be valid (ValueError says)."""
+    if value is not None:
+        unescape(value)
+    return value
+
+
 class DeviceStale(DeviceTimeout):
     """The line gave no valid frame for `stale_after`."""
 
@@ -102,12 +109,7 @@ class ChecksumConfig(Strict):
     skip: int = Field(default=0, ge=0, le=16, description="leading bytes not covered ($: 1)")
     encoding: Literal["hex", "binary"] = "hex"
 
-    @field_validator("separator")
-    @classmethod
-    def _bytes(cls, value: str | None) -> str | None:
-        if value is not None:
-            unescape(value)
-        return value
+    _escapes = field_validator("separator")(lambda value: _escaped(value))
 
     def spec(self) -> ChecksumSpec:
         sep = unescape(self.separator) if self.separator is not None else None
@@ -142,12 +144,8 @@ class SerialLineConfig(DeviceConfig):
         default="latest", description="stream: per poll, each measurement's latest value or all")
     points: list[LinePoint] = Field(min_length=1)
 
-    @field_validator("terminator", "start", "command", "separator", "key_separator")
-    @classmethod
-    def _escapes(cls, value: str | None) -> str | None:
-        if value is not None:
-            unescape(value)
-        return value
+    _escapes = field_validator("terminator", "start", "command", "separator",
+                               "key_separator")(lambda value: _escaped(value))
 
     @field_validator("command_hex")
     @classmethod
