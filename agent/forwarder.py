@@ -249,7 +249,7 @@ class TokenBucket:
         now = self._clock()
         self._tokens = min(self.rate, self._tokens + (now - self._at) * self.rate)
         self._at = now
-        return int(self._tokens)
+        return int(self._tokens + 1e-9)  # 0.1 s x 500/s is 49.99999...
 
     def spend(self, n: int) -> None:
         if self.rate:

@@ -36,7 +36,7 @@ import shutil
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +48,7 @@ from agent.model import QueuedReading, Reading, Row, now_ms
 
 SEQ_RESERVE = 100_000
 BALLAST = 1_000_000
+EVICTION_QUIET = 60.0  # seconds without an eviction that end an eviction episode
 MAX_PENDING = 100_000
 _CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _FULL = 13  # SQLITE_FULL
@@ -112,6 +113,7 @@ class Queue:
         self._moved_aside: list[str] = []
         self._seq_floor = 0
         self._last_check = -check_every
+        self._last_eviction = -EVICTION_QUIET
         self._check_every = check_every
         self._log = log.get("queue")
         self._full_ep = log.Episode(self._log, "queue full, evicting oldest readings",
@@ -321,8 +323,9 @@ class Queue:
             return 0
         with self._lock:
             try:
-                return self._delete("DELETE FROM readings WHERE seq BETWEEN ? AND ?", spans,
-                                    None)
+                with self._relaxed():
+                    return self._delete("DELETE FROM readings WHERE seq BETWEEN ? AND ?",
+                                        spans, None)
             except sqlite3.DatabaseError as exc:
                 if _code(exc) in _CORRUPT:
                     self._recover(exc)
@@ -371,6 +374,21 @@ class Queue:
             raise
         return deleted
 
+    @contextlib.contextmanager
+    def _relaxed(self) -> Iterator[None]:
+        """Commit without waiting for the disk (an acknowledgement's delete): in WAL the next
+        synced commit (a put) or checkpoint makes it durable along with everything before it.
+        A power cut in between only brings acknowledged rows back, to be sent again under the
+        same seqs: a duplicate, never a loss."""
+        if self._sync != "full":
+            yield
+            return
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        try:
+            yield
+        finally:
+            self._db.execute("PRAGMA synchronous=FULL")
+
     def _rollback(self) -> None:
         """Roll back if a transaction is still open (SQLite ends some on its own, e.g. on FULL)."""
         if self._db.in_transaction:
@@ -395,6 +413,7 @@ class Queue:
             # If this fails, the freed pages are reused by the next inserts all the same.
             with contextlib.suppress(sqlite3.OperationalError):
                 self._db.execute("PRAGMA incremental_vacuum")
+            self._last_eviction = time.monotonic()
             self._full_ep.failed(reason, evicted_now=evicted, evicted_total=self._evicted())
         return evicted
 
@@ -429,7 +448,8 @@ class Queue:
                 evicted += self._evict_oldest(max(1000, self._depth() // 20), "min_free")
                 with contextlib.suppress(sqlite3.Error):
                     self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if not evicted:
+        if not evicted and time.monotonic() - self._last_eviction >= EVICTION_QUIET:
+            # a queue held at its bound evicts every few puts: one episode, not one per put
             self._full_ep.recovered(evicted_total=self._evicted())
         self._ballast()
 

@@ -13,10 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
 import agent.queue as queue_mod
 from agent.model import Reading, now_ms
 from agent.queue import Limits, Queue
+from tests.support import wait_until
 
 
 def batch(n: int, ts: int | None = None, device: str = "d") -> list[Reading]:
@@ -179,3 +181,31 @@ def test_unwritable_directory_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("x")
     with pytest.raises(QueueError, match="cannot open queue"):
         Queue(tmp_path / "file" / "q.db")
+
+
+def test_synchronous_full_by_default_normal_on_request(tmp_path: Path) -> None:
+    full = Queue(tmp_path / "a.db")
+    normal = Queue(tmp_path / "b.db", synchronous="normal")
+    assert full._db.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+    assert normal._db.execute("PRAGMA synchronous").fetchone() == (1,)  # NORMAL
+    assert full._db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+def test_an_eviction_episode_is_logged_once_then_its_end(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_mod, "EVICTION_QUIET", 0.3)
+    q = Queue(tmp_path / "q.db", limits=Limits(max_bytes=200_000, min_free=0), check_every=0)
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(60):  # held at its bound: evicting every few puts
+            q.put(batch(100))
+        assert q.stats().evicted > 0
+        q.limits = Limits(max_bytes=0, min_free=0)  # room again (as after a config change)
+
+        def ended() -> bool:
+            q.put(batch(1))
+            return any(e["event"] == "queue within bounds" for e in logs)
+
+        wait_until(ended, what="the episode to end after a quiet spell")
+    events = [e["event"] for e in logs]
+    assert events.count("queue full, evicting oldest readings") == 1
+    assert events.count("queue within bounds") == 1
