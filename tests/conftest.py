@@ -9,12 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import settings
 
 from agent.config import load_config
 from agent.localbroker import LocalBroker, find_mosquitto, free_port
 from agent.runtime import Agent
 from agent.simulator import ModbusSimulator
 from tests.support import Collector, RunAgent, modbus_device, write_config
+
+# Hypothesis's per-example deadline is a timing assertion: on a loaded 2-core CI machine it
+# turns slowness into failures. Examples are bounded by max_examples instead.
+settings.register_profile("edge-agent", deadline=None)
+settings.load_profile("edge-agent")
 
 
 @pytest.fixture(scope="session")
