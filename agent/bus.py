@@ -15,6 +15,7 @@ different lines poll in parallel.
 
 from __future__ import annotations
 
+import abc
 import contextlib
 import select
 import socket
@@ -91,7 +92,7 @@ class Port(Protocol):
     def close(self) -> None: ...
 
 
-class _PortBase:
+class _PortBase(abc.ABC):
     """Lock, inter-frame gap, and the line-reading loop shared by both kinds of port."""
 
     def __init__(self, name: str, gap: float) -> None:
@@ -108,9 +109,9 @@ class _PortBase:
         if wait > 0:
             time.sleep(wait)  # line discipline (RS-485 turnaround), not synchronization
 
+    @abc.abstractmethod
     def _read(self, timeout: float) -> bytes:
         """What arrives within `timeout` s (b"" if nothing); each kind of port its own."""
-        raise NotImplementedError
 
     def _read_some(self, deadline: float) -> bytes:
         remaining = deadline - time.monotonic()
