@@ -2,8 +2,9 @@
 
 `DeviceRecent` is kept by each `DeviceRunner` where readings pass (after a poll, before the
 reporting filter): per point the latest reading, the last value and when it last changed, and a
-bounded history of numeric values for a sparkline (one sample per `step_ms` bucket, the newest
-in a bucket wins, at most `samples` of them: 120 x 5 s = the last 10 minutes); and per device
+bounded history of numeric values for a sparkline (one sample per `step_ms` bucket, numbered
+`ts // step_ms`, the newest in a bucket wins, at most `samples` of them: 120 x 5 s = the last
+10 minutes; a failed poll is a None sample, a gap); and per device
 the counters /metrics exports (polls, readings by quality, poll errors by kind, readings queued,
 Modbus requests). `PublishStats` is the forwarder's: readings acknowledged per device and the
 publish->PUBACK latency of each message. Recording is O(1) per reading under a lock held for
@@ -46,7 +47,7 @@ class _Point:
     value: Value = None  # the last value read (a failed poll keeps it)
     value_ts: int | None = None
     changed_ts: int | None = None  # when `value` last became what it is
-    history: deque[tuple[int, float | None]] = field(default_factory=deque)
+    history: deque[tuple[int, float | None]] = field(default_factory=deque)  # (bucket, value)
 
 
 class DeviceRecent:
@@ -93,11 +94,11 @@ class DeviceRecent:
         sample = numeric(r.value) if good else None
         if sample is None and good:
             return  # a string: nothing to chart
-        h = p.history
-        if h and h[-1][0] // self._step == r.ts // self._step:
-            h[-1] = (h[-1][0], sample)  # same bucket: the newest wins (a gap is None)
+        h, bucket = p.history, r.ts // self._step
+        if h and h[-1][0] == bucket:
+            h[-1] = (bucket, sample)  # the newest in a bucket wins
         else:
-            h.append((r.ts, sample))
+            h.append((bucket, sample))
 
     def failed(self, kind: str) -> None:
         with self._lock:
@@ -114,17 +115,31 @@ class DeviceRecent:
                     "errors": dict(self.errors), "queued": self.queued,
                     "requests": self.requests, "requests_last_poll": self.requests_last_poll}
 
-    def snapshot(self, now_ms: int) -> dict[str, dict[str, Any]]:
-        """Per point: unit, value, value_ts, changed_ts, ts, quality and `history` as
-        [[ts, value or null], ...] within the window that ends at `now_ms`."""
-        since = now_ms - self._samples * self._step
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Per point: unit, value (the last read), value_ts, changed_ts, ts and quality (of
+        the latest reading), and `last`: the newest history sample [bucket, value] or None."""
         with self._lock:
             return {
                 name: {"value": p.value, "unit": p.unit, "value_ts": p.value_ts,
                        "changed_ts": p.changed_ts, "ts": p.ts, "quality": p.quality,
-                       "history": [[t, v] for t, v in p.history if t >= since]}
+                       "last": [p.history[-1][0], _short(p.history[-1][1])] if p.history
+                       else None}
                 for name, p in self._points.items()
             }
+
+    def history(self, now_ms: int) -> dict[str, list[list[int | float | None]]]:
+        """Per point the samples in the window ending at `now_ms`, as [[bucket - the bucket
+        of now_ms (0 or less), value or None], ...], values to 5 significant digits."""
+        now = now_ms // self._step
+        with self._lock:  # copy only: the poll thread waits for this lock
+            copies = {name: list(p.history) for name, p in self._points.items() if p.history}
+        return {name: [[b - now, _short(v)] for b, v in h if b > now - self._samples]
+                for name, h in copies.items()}
+
+
+def _short(value: float | None) -> float | None:
+    """Enough digits for a 30-pixel chart; fewer bytes on the wire."""
+    return None if value is None else float(f"{value:.5g}")
 
 
 class PublishStats:

@@ -48,36 +48,59 @@ MAX_CLIENTS = 8
 
 
 class Snapshots:
-    """The page's data, rebuilt at most once per `ttl` seconds however often it is asked for."""
+    """The served documents, each rebuilt at most once per `ttl` seconds (the history, which
+    changes once per bucket, at most once per bucket) however often it is asked for.
+
+    `status`: the health snapshot; `page`: per device and point the latest reading, last value
+    and newest history sample; `history`: the sparklines' samples, which the page fetches when
+    it opens and about once a minute (it adds each refresh's newest sample itself); `metrics`.
+    """
 
     def __init__(self, agent: Agent, ttl: float = 0.5) -> None:
         self._agent, self._ttl = agent, ttl
         self._lock = threading.Lock()
-        self._at = -ttl
-        self._docs: dict[str, bytes] = {}
-        self.built = 0  # how many times it was rebuilt (tests, benchmarks)
+        self._docs: dict[str, tuple[float, bytes]] = {}
+        self._health: tuple[float, dict[str, Any]] | None = None
+        self.built = 0  # documents built (tests, benchmarks)
 
     def get(self, name: str) -> bytes:
+        ttl = max(self._ttl, recent.HISTORY_STEP_MS / 1000) if name == "history" else self._ttl
         with self._lock:
-            if time.monotonic() - self._at >= self._ttl:
-                self._docs = self._build()
-                self._at = time.monotonic()
+            at, body = self._docs.get(name, (-ttl, b""))
+            if time.monotonic() - at >= ttl:
+                body = getattr(self, f"_{name}")()
+                self._docs[name] = (time.monotonic(), body)
                 self.built += 1
-            return self._docs[name]
+            return body
 
-    def _build(self) -> dict[str, bytes]:
+    def _snapshot(self) -> dict[str, Any]:
+        if self._health is None or time.monotonic() - self._health[0] >= self._ttl:
+            self._health = (time.monotonic(), health.snapshot(self._agent))
+        return self._health[1]
+
+    def _window(self, now: int) -> dict[str, Any]:
+        return {"ts": now, "step_ms": recent.HISTORY_STEP_MS,
+                "samples": recent.HISTORY_SAMPLES, "bucket": now // recent.HISTORY_STEP_MS}
+
+    def _status(self) -> bytes:
+        return _json(self._snapshot())
+
+    def _metrics(self) -> bytes:
+        return metrics.render(self._agent, self._snapshot()).encode()
+
+    def _page(self) -> bytes:
         agent = self._agent
-        snap = health.snapshot(agent)
-        now = current().now_ms()
-        page = {
-            "gateway": agent.config.gateway.id, "site": agent.config.gateway.site, "ts": now,
-            "window_s": recent.HISTORY_SAMPLES * recent.HISTORY_STEP_MS / 1000,
+        return _json({
+            "gateway": agent.config.gateway.id, "site": agent.config.gateway.site,
+            **self._window(current().now_ms()),
             "devices": {r.name: {"interval_s": r.interval, "driver": r.driver.config.driver,
-                                 "points": r.recent.snapshot(now)}
-                        for r in list(agent.runners)},
-        }
-        return {"status": _json(snap), "page": _json(page),
-                "metrics": metrics.render(agent, snap).encode()}
+                                 "points": r.recent.snapshot()} for r in list(self._agent.runners)},
+        })
+
+    def _history(self) -> bytes:
+        now = current().now_ms()
+        return _json({**self._window(now), "devices": {
+            r.name: r.recent.history(now) for r in list(self._agent.runners)}})
 
 
 def _json(doc: Any) -> bytes:
@@ -205,6 +228,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         docs = {"/status.json": ("status", "application/json"),
                 "/page.json": ("page", "application/json"),
+                "/history.json": ("history", "application/json"),
                 "/metrics": ("metrics", "text/plain; version=0.0.4; charset=utf-8")}
         if path not in docs:
             self._send(HTTPStatus.NOT_FOUND, b"not found\n", "text/plain; charset=utf-8")

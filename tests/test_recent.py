@@ -21,12 +21,12 @@ def test_history_is_bounded_one_sample_per_bucket_newest_wins() -> None:
     rec = DeviceRecent(samples=5, step_ms=1000)
     for i in range(40):  # 4 readings per 1 s bucket, 10 buckets
         rec.record([r("level", float(i), 250 * i)])
-    points = rec.snapshot(now_ms=10_000)
-    hist = points["level"]["history"]
-    assert len(hist) == 5  # bounded
-    assert [v for _, v in hist] == [23.0, 27.0, 31.0, 35.0, 39.0]  # newest per bucket
-    assert points["level"]["value"] == 39.0 and points["level"]["value_ts"] == 9750
-    assert rec.snapshot(now_ms=100_000)["level"]["history"] == []  # outside the window
+    hist = rec.history(now_ms=9_999)["level"]
+    assert hist == [[-4, 23.0], [-3, 27.0], [-2, 31.0], [-1, 35.0], [0, 39.0]]  # newest wins
+    assert rec.history(now_ms=12_000)["level"] == [[-4, 35.0], [-3, 39.0]]  # the window moved
+    point = rec.snapshot()["level"]
+    assert point["value"] == 39.0 and point["value_ts"] == 9750 and point["last"] == [9, 39.0]
+    assert rec.history(now_ms=100_000)["level"] == []  # all outside the window
 
 
 def test_failed_poll_keeps_the_last_value_and_leaves_a_gap() -> None:
@@ -35,10 +35,10 @@ def test_failed_poll_keeps_the_last_value_and_leaves_a_gap() -> None:
     rec.record([r("ph", None, 1000, "timeout"), r("state", None, 1000, "timeout")])
     rec.failed("timeout")
     rec.record([r("ph", 7.1, 2000)])
-    snap = rec.snapshot(now_ms=2000)
-    assert snap["ph"]["history"] == [[0, 7.1], [1000, None], [2000, 7.1]]
+    snap, hist = rec.snapshot(), rec.history(now_ms=2000)
+    assert hist["ph"] == [[-2, 7.1], [-1, None], [0, 7.1]]
     assert snap["state"]["value"] == "running" and snap["state"]["quality"] == "timeout"
-    assert snap["state"]["history"] == [[1000, None]]  # strings are not charted
+    assert hist["state"] == [[-1, None]]  # strings are not charted; the gap is
     assert snap["ph"]["changed_ts"] == 0  # the same value after the gap is no change
     c = rec.counters()
     assert c["polls"] == 3 and c["errors"] == {"timeout": 1}
@@ -51,7 +51,14 @@ def test_changes_are_timed() -> None:
     rec.record([r("flow", 1, 2000)])
     rec.record([r("flow", 2, 3000)])
     rec.record([r("flow", 2.0, 4000)])  # int -> float is a change of what the device says
-    assert rec.snapshot(now_ms=4000)["flow"]["changed_ts"] == 4000
+    assert rec.snapshot()["flow"]["changed_ts"] == 4000
+
+
+def test_history_values_are_short() -> None:
+    rec = DeviceRecent()
+    rec.record([r("ph", 7.123456789, 1000)])
+    assert rec.history(now_ms=1000)["ph"] == [[0, 7.1235]]
+    assert rec.snapshot()["ph"]["value"] == 7.123456789  # the value itself is exact
 
 
 def test_modbus_requests_are_counted_per_poll() -> None:

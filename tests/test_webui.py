@@ -140,7 +140,11 @@ def test_status_json_is_the_health_snapshot_and_page_json_has_the_points(
 
     pts = wait_until(points, what="the polled values on /page.json")
     assert pts["turbidity"]["value"] == pytest.approx(0.42, rel=1e-6)
-    assert pts["turbidity"]["unit"] == "NTU" and pts["turbidity"]["history"]
+    assert pts["turbidity"]["unit"] == "NTU" and pts["turbidity"]["last"][1] == 0.42
+    status, body = fetch(where, "/history.json")
+    hist = json.loads(body)
+    assert status == 200 and hist["samples"] == 120 and hist["step_ms"] == 5000
+    assert hist["devices"]["plc"]["chlorine"][-1] == [0, 1.23]
     status, body = fetch(where, "/status.json")
     snap = json.loads(body)
     assert status == 200 and not list(HEALTH.iter_errors(snap))
@@ -172,7 +176,7 @@ def test_without_a_token_only_loopback_host_names_are_served(served: Served) -> 
 def test_token_required_off_loopback_wrong_token_refused(tmp_path: Path, served: Served) -> None:
     agent, where = served(bind="0.0.0.0", token_file=token_file(tmp_path))
     assert agent.webui.url is not None and agent.webui.url.startswith("http://0.0.0.0:")
-    for path in ("/status.json", "/page.json", "/metrics"):
+    for path in ("/status.json", "/page.json", "/history.json", "/metrics"):
         assert get(where, path).status == 401, path
         wrong = TOKEN[:-1] + "X"  # same length, last character wrong
         assert get(where, path, {"Authorization": f"Bearer {wrong}"}).status == 401
@@ -206,8 +210,9 @@ def test_a_port_in_use_does_not_stop_the_agent(served: Served, collector: Collec
 def test_snapshot_is_rebuilt_at_most_once_per_ttl(served: Served) -> None:
     agent, _ = served()
     snaps = Snapshots(agent, ttl=3600)
-    bodies = {snaps.get("status") for _ in range(200)}
-    assert snaps.built == 1 and len(bodies) == 1
+    for name in ("status", "page", "history", "metrics"):
+        assert len({snaps.get(name) for _ in range(100)}) == 1
+    assert snaps.built == 4
 
 
 def test_metrics_parse_and_move(served: Served, plc: ModbusSimulator) -> None:

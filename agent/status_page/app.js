@@ -8,8 +8,10 @@ const params = new URLSearchParams(location.search);
 const EVERY = Math.min(60000, Math.max(250, Number(params.get("every")) || 2000));
 const SVG = "http://www.w3.org/2000/svg";
 const $ = (sel, root = document) => root.querySelector(sel);
-let lastOk = 0;
+const HISTORY_EVERY = 60000;  // re-read the sparklines' history; in between, add each refresh's sample
 let failingSince = 0;
+let historyAt = 0;
+const series = {};  // device -> point -> [[bucket, value or null], ...], oldest first
 
 function ago(ms) {
   if (ms === null || ms === undefined) return "–";
@@ -39,8 +41,9 @@ function bytes(n) {
 
 function show(value) {
   if (value === null || value === undefined) return "–";
-  if (typeof value === "number") {
-    return Number.isInteger(value) ? String(value) : String(Number(value.toPrecision(6)));
+  if (typeof value === "number") {  // 4 significant digits; the full value is in the tooltip
+    if (Number.isInteger(value)) return String(value);
+    return Math.abs(value) >= 1000 ? value.toFixed(1) : String(Number(value.toPrecision(4)));
   }
   return String(value);
 }
@@ -107,26 +110,45 @@ function pointRow(table, name) {
   row.dataset.point = name;
   const value = el("td", "value");
   value.append(el("span", "v"), el("span", "unit"));
-  row.append(el("td", "name", name), value, el("td", "spark"), el("td", "age"));
+  const label = el("td", "name");
+  name.split("_").forEach((part, i, all) => {  // may wrap after an underscore, not mid-word
+    label.append(part + (i < all.length - 1 ? "_" : ""));
+    if (i < all.length - 1) label.append(el("wbr"));
+  });
+  row.append(label, value, el("td", "spark"), el("td", "age"));
   table.append(row);
   return row;
 }
 
-function sparkline(cell, history, now, windowMs) {
-  const w = 130, h = 30, pad = 3;
+function merge(device, metric, last, page) {
+  // The newest sample of a point joins its series (replacing one of the same bucket).
+  const byPoint = series[device] || (series[device] = {});
+  const s = byPoint[metric] || (byPoint[metric] = []);
+  if (last) {
+    const tail = s[s.length - 1];
+    if (tail && tail[0] === last[0]) tail[1] = last[1];
+    else if (!tail || tail[0] < last[0]) s.push([last[0], last[1]]);
+  }
+  while (s.length && s[0][0] <= page.bucket - page.samples) s.shift();
+  return s;
+}
+
+function sparkline(cell, history, page) {
+  const w = 100, h = 30, pad = 3;
   const pts = history.filter((p) => p[1] !== null);
   cell.replaceChildren();
   if (pts.length < 2) return;
   let lo = Math.min(...pts.map((p) => p[1]));
   let hi = Math.max(...pts.map((p) => p[1]));
   if (hi === lo) { hi += 1; lo -= 1; }
-  const x = (t) => (w * (1 - (now - t) / windowMs)).toFixed(1);
+  const windowMs = page.samples * page.step_ms;
+  const x = (b) => (w * (1 - (page.bucket - b) / page.samples)).toFixed(1);
   const y = (v) => (h - pad - ((v - lo) / (hi - lo)) * (h - 2 * pad)).toFixed(1);
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
   svg.setAttribute("preserveAspectRatio", "none");
   const title = document.createElementNS(SVG, "title");
-  title.textContent = `last ${Math.round(windowMs / 60000)} min: min ${show(Math.min(...pts.map((p) => p[1])))}, max ${show(Math.max(...pts.map((p) => p[1])))}`;
+  title.textContent = `last ${duration(windowMs / 1000).trim()}: min ${show(Math.min(...pts.map((p) => p[1])))}, max ${show(Math.max(...pts.map((p) => p[1])))}`;
   svg.append(title);
   let run = [];
   const flush = () => {
@@ -151,7 +173,6 @@ function sparkline(cell, history, now, windowMs) {
 
 function renderDevices(st, page) {
   const now = page.ts;
-  const windowMs = (page.window_s || 600) * 1000;
   const names = Object.keys(page.devices);
   const counts = {};
   for (const name of names) {
@@ -183,9 +204,9 @@ function renderDevices(st, page) {
         v.textContent = text;
       }
       cell.classList.toggle("bad", !good);
-      cell.title = good ? "" : `last value ${show(p.value)} ${ago(now - p.value_ts)}`;
+      cell.title = good ? String(p.value) : `last value ${show(p.value)} ${ago(now - p.value_ts)}`;
       $(".unit", cell).textContent = good && p.unit ? p.unit : "";
-      sparkline($(".spark", row), p.history, now, windowMs);
+      sparkline($(".spark", row), merge(name, metric, p.last, page), page);
       const age = $(".age", row);
       age.replaceChildren(document.createTextNode(ago(now - p.ts)));
       age.title = `read ${utc(p.ts)}; value since ${utc(p.changed_ts)}`;
@@ -211,7 +232,18 @@ async function getJson(path) {
 
 async function refresh() {
   try {
-    const [st, page] = await Promise.all([getJson("/status.json"), getJson("/page.json")]);
+    const wantHistory = Date.now() - historyAt > HISTORY_EVERY;
+    const [st, page, hist] = await Promise.all([getJson("/status.json"), getJson("/page.json"),
+      wantHistory ? getJson("/history.json") : null]);
+    if (hist) {
+      for (const [device, points] of Object.entries(hist.devices)) {
+        series[device] = {};
+        for (const [metric, samples] of Object.entries(points)) {
+          series[device][metric] = samples.map(([i, v]) => [hist.bucket + i, v]);
+        }
+      }
+      historyAt = Date.now();
+    }
     $("#gateway").textContent = page.gateway;
     $("#site").textContent = page.site || "";
     document.title = `${page.gateway} · edge-agent`;
@@ -220,7 +252,6 @@ async function refresh() {
     $("#main").hidden = false;
     $("#login").hidden = true;
     $("#banner").hidden = true;
-    lastOk = Date.now();
     failingSince = 0;
   } catch (e) {
     if (e.login) {
