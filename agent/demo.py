@@ -37,6 +37,7 @@ def demo_config(workdir: Path, broker_port: int, plc_port: int) -> AgentConfig:
         "mqtt": {"host": "127.0.0.1", "port": broker_port, "topic_prefix": "city", "qos": 1},
         "queue": {"path": str(workdir / "queue.db")},
         "log": {"level": "info", "format": "console"},
+        "status_page": {"enabled": True},  # http://127.0.0.1:8088/ (logged; skipped if taken)
         "devices": [{
             "name": "intake-plc", "driver": "modbus_tcp", "host": "127.0.0.1",
             "port": plc_port, "unit": 1, "interval": "1s", "points": WaterPlant.POINTS,
