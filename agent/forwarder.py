@@ -66,6 +66,7 @@ class Forwarder:
         self._episode = log.Episode(self._log, "forwarding failed", "forwarding resumed")
         self.published = 0  # readings acknowledged by the broker since start
         self.last_ack_ms: int | None = None  # when the last telemetry PUBACK was processed
+        self.loop_at = time.monotonic()  # the loop last went round: the watchdog's progress mark
         self.stats = PublishStats()  # per device and latency, for /metrics
 
     # called from other threads
@@ -106,6 +107,7 @@ class Forwarder:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._wake.clear()
+            self.loop_at = time.monotonic()
             try:
                 if self._reconnected.is_set():
                     self._apply_reconnect()

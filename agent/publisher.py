@@ -132,6 +132,11 @@ class Publisher:
             raise PublishError(f"publish to {topic} refused: {mqtt.error_string(info.rc)}")
         return int(info.mid)
 
+    @property
+    def alive(self) -> bool:
+        """Its network thread runs (until `stop`): the watchdog checks it (agent.systemd)."""
+        return self._thread is None or self._thread.is_alive() or self._stop.is_set()
+
     def set_devices(self, devices: Sequence[str]) -> None:
         """The device list changed (reload): say so in the retained `online` status now."""
         self._devices = list(devices)

@@ -29,6 +29,7 @@ from agent.queue import Limits, Queue
 from agent.reload import timed_apply
 from agent.scheduler import DeviceRunner, Scheduler
 from agent.status import StatusWriter, path_for
+from agent.systemd import Service
 from agent.webui import StatusServer
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
@@ -140,10 +141,16 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
         log.get("queue").error("cannot start", error=str(exc))
         return EXIT_FAILURE
     agent.start()
+    service = Service.from_env()  # systemd: READY, STATUS, RELOADING, STOPPING, watchdog
+    service.ready(agent)
     while not stop.wait(0.2):
         if reload.is_set():
             reload.clear()
-            agent.reload(config_path)
+            service.reloading()
+            ok = agent.reload(config_path)
+            service.ready(agent, "" if ok else "reload refused, running the previous config")
         agent.status.write_if_due(agent)
+        service.tick(agent)
+    service.stopping()
     agent.stop()
     return EXIT_OK

@@ -63,6 +63,9 @@ class DeviceRunner:
         self.last_error: str | None = None
         self.last_error_ms: int | None = None
         self.last_ok_ms: int | None = None  # last poll that the device answered
+        # progress marks for the watchdog (agent.systemd): in a beat since, last beat ended at
+        self.busy_since: float | None = None
+        self.beat_at = time.monotonic()
 
     @property
     def online(self) -> bool:
@@ -80,6 +83,14 @@ class DeviceRunner:
 
     def poll_once(self) -> None:
         """One scheduled beat: poll (unless backing off), queue the readings."""
+        self.busy_since = time.monotonic()
+        try:
+            self._beat()
+        finally:
+            self.busy_since = None
+            self.beat_at = time.monotonic()
+
+    def _beat(self) -> None:
         with self._lock:
             if self._closed or time.monotonic() < self._next_attempt:
                 return
