@@ -19,6 +19,7 @@ import abc
 import contextlib
 import select
 import socket
+import termios
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -151,6 +152,11 @@ class _PortBase(abc.ABC):
         return DeviceTimeout(f"no reply on {self.name}{got}")
 
 
+_LINE_ERRORS = (serial.SerialException, OSError, termios.error)
+"""What a serial port raises once its adapter is gone: termios.error (tcflush, tcdrain and
+tcsetattr on a hung-up pty or a pulled USB adapter, EIO) is not an OSError."""
+
+
 class SerialPort(_PortBase):
     """A serial line (RS-485/RS-232 adapter), opened on first use and after a failure."""
 
@@ -180,7 +186,7 @@ class SerialPort(_PortBase):
         try:
             ser.write(data)
             ser.flush()
-        except (serial.SerialException, OSError) as exc:
+        except _LINE_ERRORS as exc:
             self.close()
             raise DeviceUnreachable(f"cannot write to {self.name}: {exc}") from None
         self._quiet_since = time.monotonic()
@@ -194,7 +200,7 @@ class SerialPort(_PortBase):
             if data and ser.in_waiting:  # the rest of a burst that woke us with its first byte
                 data += bytes(ser.read(ser.in_waiting))
             return data
-        except (serial.SerialException, OSError) as exc:
+        except _LINE_ERRORS as exc:
             self.close()
             raise DeviceUnreachable(f"{self.name} failed: {exc}") from None
 
@@ -204,7 +210,7 @@ class SerialPort(_PortBase):
         if self._serial is not None:
             try:
                 self._serial.reset_input_buffer()
-            except (serial.SerialException, OSError):
+            except _LINE_ERRORS:
                 self.close()
 
     def close(self) -> None:
