@@ -2,10 +2,12 @@
 
 config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher. SIGHUP reloads the
 config (`agent.reload`: devices and buses change live, the queue and uplink stay; an invalid
-config is logged and not applied). The main thread waits for signals and writes the status file
-`edge-agent status` reads (`agent.status`). Stopping runs the chain backwards: polls in progress
-finish and are queued, in-flight messages get a short grace for their PUBACKs (what is not
-acknowledged stays queued for next time), `offline` is published, and the database is closed.
+config is logged and not applied). The main thread waits for signals, writes the status file
+`edge-agent status` reads (`agent.status`) and tells systemd how the agent is (`agent.systemd`:
+READY, STATUS, RELOADING, STOPPING, and watchdog pings while it makes progress). Stopping runs
+the chain backwards: polls in progress finish and are queued, in-flight messages get a short
+grace for their PUBACKs (what is not acknowledged stays queued for next time), `offline` is
+published, and the database is closed.
 """
 
 from __future__ import annotations

@@ -63,6 +63,10 @@ def test_unit_keeps_serial_ports_network_and_the_service_protocol() -> None:
         s["DeviceAllow"])
     assert "PrivateDevices" not in s and "PrivateNetwork" not in s and "IPAddressDeny" not in s
     assert set(s["RestrictAddressFamilies"][0].split()) == {"AF_INET", "AF_INET6", "AF_UNIX"}
+    # agent.clock reads the NTP state with adjtimex (read-only without CAP_SYS_TIME);
+    # ProtectClock= would forbid the call itself
+    assert s["SystemCallFilter"][-1] == "adjtimex" and "ProtectClock" not in s
+    assert s["CapabilityBoundingSet"] == [""] and s["SystemCallErrorNumber"] == ["EPERM"]
     assert s["StateDirectory"] == ["edge-agent"] and s["ProtectSystem"] == ["strict"]
     # the service protocol
     assert s["Type"] == ["notify"] and s["NotifyAccess"] == ["main"]
