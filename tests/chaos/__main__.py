@@ -1,4 +1,5 @@
-"""`python -m tests.chaos --profile short|long [--seed N] [--minutes M] [--faults N]`: run the
+"""`python -m tests.chaos --profile short|long [--seed N] [--minutes M] [--faults N]
+[--kinds a,b]`: run the
 chaos harness, print each fault and the ledger, write ledger.json; exit 1 unless every reading
 is accounted for."""
 
@@ -12,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 from tests.chaos import PROFILES, run
+from tests.chaos.faults import KINDS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,6 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=None, help="replay a run (printed at start)")
     ap.add_argument("--minutes", type=float, default=None, help="override the profile's length")
     ap.add_argument("--faults", type=int, default=None, help="override the fault count")
+    ap.add_argument("--kinds", default=None,
+                    help=f"comma-separated fault kinds (default all: {','.join(KINDS)})")
     ap.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: temp)")
     args = ap.parse_args(argv)
     profile = PROFILES[args.profile]
@@ -27,6 +31,11 @@ def main(argv: list[str] | None = None) -> int:
         profile = dataclasses.replace(profile, minutes=args.minutes)
     if args.faults is not None:
         profile = dataclasses.replace(profile, faults=args.faults)
+    if args.kinds:
+        kinds = tuple(args.kinds.split(","))
+        if unknown := set(kinds) - set(KINDS):
+            ap.error(f"unknown fault kinds {sorted(unknown)}")
+        profile = dataclasses.replace(profile, kinds=kinds)
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,8 @@ the fault ended and received by the subscriber. That wait is the fault's recover
   modbus_kill     the Modbus TCP server stopped, then back on the same port
   serial_vanish   the text sensor's port disappears (hang-up, path gone) and returns on a new pty
   garbage         the RTU unit answers damaged frames (bad CRC), the text sensor answers junk
-  disk_full       the queue's filesystem (a real tmpfs) filled to ENOSPC, then freed
+  disk_full       the queue's filesystem (a real tmpfs) kept full (what the queue frees is
+                  taken again), then freed
   reload_valid    a changed valid config, SIGHUP
   reload_invalid  a broken config, SIGHUP (refused, the agent goes on), then the file restored
   net_cut         the proxy between agent and broker black-holes traffic for longer than keepalive
@@ -55,9 +56,10 @@ class Profile:
     hold: tuple[float, float]  # how long a fault lasts (net_cut: at least keepalive + 1 s)
     gap: tuple[float, float]  # quiet time between faults
     every_kind_once: bool  # short: each kind exactly once, in a seeded order
+    kinds: tuple[str, ...] = KINDS
 
 
-SHORT = Profile("short", len(KINDS), 0.0, (0.5, 2.0), (0.2, 1.0), True)
+SHORT = Profile("short", 0, 0.0, (0.5, 2.0), (0.2, 1.0), True)
 LONG = Profile("long", 100, 30.0, (0.5, 6.0), (0.5, 5.0), False)
 
 
@@ -86,17 +88,17 @@ class Schedule:
 
     def kinds(self) -> list[str]:
         if self.profile.every_kind_once:
-            order = list(KINDS)
+            order = list(self.profile.kinds)
             self.rng.shuffle(order)
             return order
-        return [self.rng.choice(KINDS) for _ in range(self.profile.faults * 3)]
+        return [self.rng.choice(self.profile.kinds) for _ in range(self.profile.faults * 3)]
 
     def run(self) -> None:
         began = time.monotonic()
         for kind in self.kinds():
             enough = (len(self.faults) >= self.profile.faults
                       and time.monotonic() - began >= self.profile.minutes * 60)
-            if enough:
+            if enough and not self.profile.every_kind_once:
                 break
             self.inject(kind)
             time.sleep(self.rng.uniform(*self.profile.gap))  # pacing, not synchronization
@@ -195,20 +197,20 @@ class Schedule:
         return f"{frames} damaged frames each"
 
     def _disk_full(self, hold: float) -> str:
-        ballast = self.disk / "filler"
-        fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            for size in (1 << 20, 4096, 1):
-                with contextlib.suppress(OSError):
-                    while os.write(fd, b"\0" * size):
-                        pass
-            with contextlib.suppress(OSError):
-                os.fsync(fd)
+        filler = self.disk / "filler"
+        events = self._queue_events()
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:  # a runaway log, say: whatever space the queue frees is taken again at once
+            until = time.monotonic() + hold + 2
+            while time.monotonic() < until:
+                for size in (1 << 20, 4096, 1):
+                    with contextlib.suppress(OSError):
+                        while os.write(fd, b"\0" * size):
+                            pass
+                time.sleep(0.02)  # the filler's pace
         finally:
             os.close(fd)
-        events = self._queue_events()
-        time.sleep(hold + 2)  # the queue checks its bounds every few puts
-        ballast.unlink()
+            filler.unlink()
         return f"queue events while full: {self._queue_events() - events}"
 
     def _queue_events(self) -> int:
