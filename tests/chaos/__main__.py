@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import random
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,8 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"comma-separated fault kinds (default all: {','.join(KINDS)})")
     ap.add_argument("--workdir", type=Path, default=None, help="keep logs here (default: temp)")
     args = ap.parse_args(argv)
+    for sig in (signal.SIGINT, signal.SIGTERM):  # even when started in the background
+        signal.signal(sig, signal.default_int_handler)  # KeyboardInterrupt: the world is stopped
     profile = PROFILES[args.profile]
     if args.minutes is not None:
         profile = dataclasses.replace(profile, minutes=args.minutes)
