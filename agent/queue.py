@@ -2,9 +2,12 @@
 
 Invariants (each is tested in tests/test_queue.py and tests/test_queue_faults.py):
 
-1. Durable on commit. `put()` writes one poll's readings in one transaction (WAL); once it
-   returns they survive a crash, and with `synchronous=full` (the default) a power cut. `normal`
-   writes the SD card less but may lose the last transactions on a power cut.
+1. Durable on commit. `put()` writes one poll's readings in one transaction (WAL), shared with
+   the other polls that finished meanwhile (group commit: one fsync for all); once it returns
+   they survive a crash, and with `synchronous=full` (the default) a power cut. `normal`
+   writes the SD card less but may lose the last transactions on a power cut. Deletes after an
+   acknowledgement do not wait for the disk: the next put's sync covers them, and a power cut
+   before it can only bring acknowledged rows back (sent again: a duplicate, never a loss).
 2. One seq per reading, never reused. The seq comes from `meta.next_seq` in the same transaction
    as the rows, so it grows by exactly one per reading across restarts. A floor kept beside the
    database (`<path>.seq`, written ahead in steps of SEQ_RESERVE) keeps seqs from going back
@@ -96,6 +99,17 @@ class QueueStats:
     moved_aside: tuple[str, ...] = field(default_factory=tuple)  # corrupt files set aside
 
 
+class _Put:
+    """One put() waiting for its group's commit."""
+
+    __slots__ = ("error", "readings", "seqs")
+
+    def __init__(self, readings: Sequence[Reading]) -> None:
+        self.readings = readings
+        self.seqs: list[int] | None = None  # set once written (or held: [])
+        self.error: BaseException | None = None
+
+
 class Queue:
     """The SQLite queue at `path` (created with its directory if missing)."""
 
@@ -108,6 +122,9 @@ class Queue:
         self._busy_timeout = busy_timeout
         self._on_put = on_put
         self._lock = threading.RLock()
+        self._group = threading.Condition(threading.Lock())  # group commit: see put()
+        self._waiting: list[_Put] = []
+        self._committing = False
         self._pending: list[Reading] = []
         self._dropped_unsaved = 0
         self._moved_aside: list[str] = []
@@ -213,28 +230,79 @@ class Queue:
 
         Readings held in memory from an earlier failed put are written first. If the database
         cannot take them (disk full after eviction, locked), they are held too and [] returned.
+
+        Group commit: polls that finish while another put is committing wait for it, then go
+        into the next transaction together (one fsync for all of them, in arrival order). Each
+        put still returns only once its own readings are committed, or held.
         """
-        with self._lock:
-            batch = self._pending + list(readings)
-            if not batch:
-                return []
+        mine = _Put(readings)
+        with self._group:
+            self._waiting.append(mine)
+            while self._committing and mine.seqs is None:
+                self._group.wait()
+            if mine.seqs is None:  # no commit running: lead one for everyone waiting
+                self._committing = True
+                group, self._waiting = self._waiting, []
+            else:
+                group = []
+        if group:
             try:
-                first = self._insert_evicting(batch)
-            except sqlite3.DatabaseError as exc:
-                if _code(exc) in _CORRUPT:
-                    self._recover(exc)
-                    return self.put(readings)
-                self._hold(batch, exc)
-                return []
-            self._pending = []
-            self._write_ep.recovered()
-            try:
-                self._enforce_limits()
-            except sqlite3.DatabaseError as exc:  # next put tries again
-                self._log.warning("queue bounds check failed", error=_describe(exc))
-        if self._on_put is not None:
-            self._on_put()
-        return list(range(first, first + len(batch)))
+                self._commit(group)
+            finally:
+                with self._group:
+                    self._committing = False
+                    for p in group:
+                        if p.seqs is None:  # _commit raised: nothing of theirs was written
+                            p.seqs, p.error = [], p.error or QueueError("queue put failed")
+                    self._group.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        assert mine.seqs is not None
+        return mine.seqs
+
+    def _commit(self, group: list[_Put]) -> None:
+        """Write the held readings and every put of `group` in one transaction."""
+        committed = False
+        try:
+            with self._lock:
+                held = len(self._pending)
+                batch = self._pending + [r for p in group for r in p.readings]
+                if not batch:
+                    for p in group:
+                        p.seqs = []
+                    return
+                while True:
+                    try:
+                        first = self._insert_evicting(batch)
+                        break
+                    except sqlite3.DatabaseError as exc:
+                        if _code(exc) in _CORRUPT:
+                            self._recover(exc)
+                            continue
+                        self._hold(batch, exc)
+                        for p in group:
+                            p.seqs = []
+                        return
+                self._pending = []
+                self._write_ep.recovered()
+                start = first
+                for i, p in enumerate(group):
+                    n = len(p.readings) + (held if i == 0 else 0)  # the held went first
+                    p.seqs = list(range(start, start + n))
+                    start += n
+                committed = True
+                try:
+                    self._enforce_limits()
+                except sqlite3.DatabaseError as exc:  # next put tries again
+                    self._log.warning("queue bounds check failed", error=_describe(exc))
+        except BaseException as exc:
+            for p in group:
+                if p.seqs is None:
+                    p.error = exc
+            raise
+        finally:
+            if committed and self._on_put is not None:
+                self._on_put()
 
     def _hold(self, batch: list[Reading], exc: sqlite3.DatabaseError) -> None:
         overflow = max(0, len(batch) - MAX_PENDING)
