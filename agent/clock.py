@@ -30,10 +30,16 @@ class _Timex(ctypes.Structure):
                 ("status", ctypes.c_int), ("pad", ctypes.c_long * 32)]
 
 
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    """libc, looked up once: find_library runs `ldconfig -p` (a fork) at every call."""
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
 def kernel_synced() -> bool | None:
     """The kernel's view (adjtimex, read-only): True/False, or None where it cannot say."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = _libc()
         tx = _Timex()
         state = libc.adjtimex(ctypes.byref(tx))
     except (OSError, AttributeError):
