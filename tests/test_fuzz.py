@@ -141,3 +141,19 @@ def test_secrets_other_users_can_read_are_refused_by_the_cli(tmp_path: Path, whe
     assert run.returncode == 2 and "s3cret" not in run.stdout + run.stderr
     os.chmod(secret, 0o600)
     assert "readable by other users" not in check(cfg).stdout
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo", "dir"])
+def test_a_secret_that_is_not_a_regular_file_is_refused(tmp_path: Path, target: str) -> None:
+    """A FIFO or /dev/zero would hang or fill memory when read: refused before reading."""
+    path = Path(target) if target.startswith("/") else tmp_path / target
+    if target == "fifo":
+        os.mkfifo(path, 0o600)
+    elif target == "dir":
+        path.mkdir(mode=0o700)
+    cfg = write_config(tmp_path / "agent.yaml", broker_port=1884,
+                       devices=[modbus_device("plc", 5020)], username="gw",
+                       password_file=str(path))
+    proc = check(cfg)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "password_file" in proc.stdout + proc.stderr
