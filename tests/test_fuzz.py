@@ -1,5 +1,5 @@
-"""Bad input in the chaos spirit: decoders fed arbitrary bytes, and configs that try to make the
-agent execute something or hand a secret to other users, through the real CLI.
+"""Bad input in the chaos spirit: decoders fed arbitrary bytes and registers, and configs that
+try to make the agent execute something or hand a secret to other users, through the real CLI.
 
 Every decoder must answer with a reading or a DriverError (a quality), never another exception;
 every refused config must exit 1 (check) / 2 (run) with the place and the reason, and nothing in
@@ -18,6 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.errors import DeviceTimeout, DriverError
+from drivers.modbus import ModbusPoint, point_value
 from drivers.modbus_frame import crc16, parse_read, read_ascii, read_mbap, read_rtu
 from drivers.serial_parse import Framer
 from tests.support import EDGE_AGENT, modbus_device, write_config
@@ -157,3 +158,23 @@ def test_a_secret_that_is_not_a_regular_file_is_refused(tmp_path: Path, target: 
     proc = check(cfg)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "password_file" in proc.stdout + proc.stderr
+
+
+REGISTER_TYPES = {"int16": 1, "uint16": 1, "int32": 2, "uint32": 2, "float32": 2, "int64": 4,
+                  "uint64": 4, "float64": 4, "string": 3}
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(sorted(REGISTER_TYPES)), st.sampled_from(["ABCD", "CDAB", "BADC", "DCBA"]),
+       st.lists(st.integers(0, 0xFFFF), min_size=4, max_size=4),
+       st.sampled_from([1, 0.1, 0.001, 1e300, -2.5]), st.sampled_from([0, 10, -1e308]))
+def test_any_registers_make_a_sendable_reading(type_: str, order: str, regs: list[int],
+                                               scale: float, offset: float) -> None:
+    """Whatever a device answers, each point becomes a value the platform can take (finite,
+    JSON) or a null with a quality; nothing raises."""
+    n = REGISTER_TYPES[type_]
+    kw = {"length": n} if type_ == "string" else {"scale": scale, "offset": offset}
+    point = ModbusPoint(name="p", address=0, type=type_, **kw)
+    value, quality = point_value(point, regs[:n], order)
+    assert (quality == "good") == (value is not None)
+    json.dumps(value, allow_nan=False)
