@@ -48,7 +48,7 @@ die() { echo "install.sh: $*" >&2; exit 1; }
 live() { [ -z "$ROOT" ]; }
 
 if live && [ "$(id -u)" -ne 0 ]; then
-  die "run as root: sudo $0 $*"
+  die "run as root: sudo $0"
 fi
 
 uninstall() {
