@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import random
 import signal
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from tests.chaos import PROFILES, run
 from tests.chaos.faults import KINDS
+from tests.chaos.ledger import markdown
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -42,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="chaos-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    print(f"work directory {workdir} (agent.log, broker/, ledger.json)", flush=True)
+    print(f"work directory {workdir} (agent.log, broker/, ledger.json, ledger.md)", flush=True)
     ledger = run(profile, seed, workdir, log=lambda s: print(s, flush=True))
     (workdir / "ledger.json").write_text(ledger.to_json())
+    (workdir / "ledger.md").write_text(markdown(json.loads(ledger.to_json())) + "\n")
     print(ledger.summary(), flush=True)
     return 0 if ledger.ok else 1
 

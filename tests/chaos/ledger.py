@@ -92,6 +92,33 @@ class Ledger:
         return "\n".join(lines)
 
 
+def markdown(led: dict[str, Any]) -> str:
+    """A ledger.json as the README's table: faults by kind with max recovery, then totals."""
+    rows = ["| fault | count | max recovery |", "| --- | ---: | ---: |"]
+    rows += [f"| `{k}` | {n} | {led['recovery_max_s'].get(k, float('nan')):.2f} s |"
+             for k, n in sorted(led["faults"].items())]
+    dev = led["devices"]
+    polls = {k: sum(d[k] for d in dev.values()) for k in (
+        "answered", "delivered", "damaged", "in_flight_at_kill", "failed_poll",
+        "evicted_disk_full")}
+    unexplained = sum(len(d["unexplained"]) for d in dev.values())
+    return "\n".join([
+        *rows, "",
+        f"Readings by seq: {led['produced']} produced, {led['delivered']} delivered, "
+        f"{led['still_queued']} still queued at the end, {led['evicted']} evicted (counted by "
+        f"the queue; only `disk_full` makes it evict here), {led['dropped']} dropped, "
+        f"{led['duplicates']} "
+        f"duplicates (same seq, same reading; {len(led['conflicting_duplicates'])} differing), "
+        f"**{len(led['lost'])} lost**.",
+        f"Polls by device counter: {polls['answered']} answered, {polls['delivered']} delivered "
+        f"as good readings, {polls['damaged']} damaged replies (read again), "
+        f"{polls['in_flight_at_kill']} in flight at a `kill -9`, {polls['failed_poll']} failed "
+        f"polls, {polls['evicted_disk_full']} evicted while the disk was full, "
+        f"{unexplained} unexplained; out of order within a device: "
+        f"{sum(d['out_of_order'] for d in dev.values())}.",
+    ])
+
+
 def queued_readings(db: Path) -> dict[int, dict[str, Any]]:
     """The readings still in the queue, by seq, shaped like received ones."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
