@@ -5,7 +5,10 @@ measures the raw parts beside the agent in the same run and reports the ratio.""
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,7 +23,16 @@ from agent.localbroker import LocalBroker, free_port
 from agent.model import Reading, now_ms
 from agent.runtime import Agent
 from agent.simulator import ModbusSimulator
-from tests.bench.common import AgentProcess, Counter, depth, fill, spread, wait_for
+from tests.bench.common import (
+    ROOT,
+    AgentProcess,
+    BenchError,
+    Counter,
+    depth,
+    fill,
+    spread,
+    wait_for,
+)
 from tests.support import modbus_device, write_config
 
 POINTS_PER_POLL = 100
@@ -199,16 +211,15 @@ def drain(quick: bool) -> dict[str, Any]:
 def modbus(quick: bool) -> dict[str, Any]:
     """The agent's runner (driver, reporting, queue) polling one pymodbus TCP server back to
     back (10 registers, one request per poll, each poll committed) vs a bare pymodbus client
-    loop, alternated in the same run; and a 60-point scattered map's requests per cycle."""
+    loop, alternated in the same run; and a 60-point scattered map's requests per cycle. The
+    server is its own process, as a device is: in this one it would take the GIL from both."""
     from pymodbus.client import ModbusTcpClient
 
     seconds, reps = (2.0, 1) if quick else (4.0, 3)
-    raw, full, normal = [], [], []
-    sim = ModbusSimulator(port=free_port())
-    sim.start()
-    try:
+    raw, full, normal, fsync_us = [], [], [], []
+    with ServerProcess() as port, tempfile.TemporaryDirectory() as tmp:
         for _ in range(reps):
-            client = ModbusTcpClient("127.0.0.1", port=sim.port)
+            client = ModbusTcpClient("127.0.0.1", port=port)
             client.connect()
             n, end = 0, time.perf_counter() + seconds
             t0 = time.perf_counter()
@@ -217,35 +228,75 @@ def modbus(quick: bool) -> dict[str, Any]:
                 n += 1
             raw.append(n / (time.perf_counter() - t0))
             client.close()
-            full.append(_agent_polls(sim, seconds, "full"))
-            normal.append(_agent_polls(sim, seconds, "normal"))
-    finally:
-        sim.stop()
+            full.append(_agent_polls(port, seconds, "full"))
+            normal.append(_agent_polls(port, seconds, "normal"))
+            fsync_us.append(_fsync_us(Path(tmp)))
     return {"repeats": reps, "raw_requests_per_s": _r(spread(raw)),
             "agent_requests_per_s_sync_full": _r(spread(full)),
             "agent_requests_per_s_sync_normal": _r(spread(normal)),
             "ratio_full_vs_raw": _r(spread([a / b for a, b in zip(full, raw, strict=True)]), 2),
             "ratio_normal_vs_raw": _r(spread([a / b for a, b in zip(normal, raw, strict=True)]),
                                       2),
-            "target_ratio": 0.8, **_scattered_plan()}
+            "target_ratio": 0.8, "fsync_us": _r(spread(fsync_us)), **_scattered_plan()}
 
 
-def _agent_polls(sim: ModbusSimulator, seconds: float, sync: str) -> float:
-    """The real runner polling back to back: requests/s."""
+class ServerProcess:
+    """A pymodbus TCP server (agent.simulator) in a child process; yields its port."""
+
+    def __enter__(self) -> int:
+        self.port = free_port()
+        code = ("import sys; from agent.simulator import ModbusSimulator; "
+                f"s = ModbusSimulator(port={self.port}); s.start(); print('up', flush=True); "
+                "sys.stdin.read(); s.stop()")
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, cwd=ROOT)
+        assert self.proc.stdout is not None
+        if self.proc.stdout.readline().strip() != b"up":
+            self.proc.kill()
+            raise BenchError("the Modbus server process did not start")
+        return self.port
+
+    def __exit__(self, *_: object) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()  # its stdin at EOF: it stops
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _agent_polls(port: int, seconds: float, sync: str) -> float:
+    """The real runner polling back to back: requests/s (the driver counts them)."""
     with tempfile.TemporaryDirectory() as tmp:
         points = [{"name": f"p{i}", "address": i, "type": "uint16"} for i in range(10)]
         agent = Agent(_config(Path(tmp), free_port(), sync,
-                              [modbus_device("plc", sim.port, points=points)]))
+                              [modbus_device("plc", port, points=points)]))
         runner = agent.runners[0]
-        before = sim.requests
+        driver: Any = runner.driver
+        runner.poll_once()  # connected
+        before = driver.requests
         end = time.perf_counter() + seconds
         t0 = time.perf_counter()
         while time.perf_counter() < end:
             runner.poll_once()
-        rate = (sim.requests - before) / (time.perf_counter() - t0)
+        rate = (driver.requests - before) / (time.perf_counter() - t0)
         runner.close()
         agent.queue.close()
     return rate
+
+
+def _fsync_us(where: Path) -> float:
+    """One 4 kB append + fsync on the queue's disk, microseconds (median of 200)."""
+    times = []
+    with open(where / "fsync.probe", "ab") as f:
+        for _ in range(200):
+            t0 = time.perf_counter()
+            f.write(b"x" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+            times.append(time.perf_counter() - t0)
+    return spread(times)["median"] * 1e6
 
 
 def _scattered_plan() -> dict[str, int]:
