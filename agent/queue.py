@@ -8,6 +8,8 @@ Invariants (each is tested in tests/test_queue.py and tests/test_queue_faults.py
    writes the SD card less but may lose the last transactions on a power cut. Deletes after an
    acknowledgement do not wait for the disk: the next put's sync covers them, and a power cut
    before it can only bring acknowledged rows back (sent again: a duplicate, never a loss).
+   `submit()` is `put()` committed by a background thread: the caller does not wait (a poll
+   thread goes back to its devices while the disk syncs); `close()` commits what was submitted.
 2. One seq per reading, never reused. The seq comes from `meta.next_seq` in the same transaction
    as the rows, so it grows by exactly one per reading across restarts. A floor kept beside the
    database (`<path>.seq`, written ahead in steps of SEQ_RESERVE) keeps seqs from going back
@@ -46,6 +48,7 @@ from typing import Any, Literal
 
 from agent import log
 from agent.clock import boot_id, current
+from agent.commit import GroupCommit, Ticket, Write
 from agent.errors import QueueError
 from agent.model import QueuedReading, Reading, Row, now_ms
 
@@ -99,17 +102,6 @@ class QueueStats:
     moved_aside: tuple[str, ...] = field(default_factory=tuple)  # corrupt files set aside
 
 
-class _Put:
-    """One put() waiting for its group's commit."""
-
-    __slots__ = ("error", "readings", "seqs")
-
-    def __init__(self, readings: Sequence[Reading]) -> None:
-        self.readings = readings
-        self.seqs: list[int] | None = None  # set once written (or held: [])
-        self.error: BaseException | None = None
-
-
 class Queue:
     """The SQLite queue at `path` (created with its directory if missing)."""
 
@@ -122,9 +114,7 @@ class Queue:
         self._busy_timeout = busy_timeout
         self._on_put = on_put
         self._lock = threading.RLock()
-        self._group = threading.Condition(threading.Lock())  # group commit: see put()
-        self._waiting: list[_Put] = []
-        self._committing = False
+        self._group: GroupCommit[Reading] = GroupCommit(self._commit)  # see put()
         self._pending: list[Reading] = []
         self._dropped_unsaved = 0
         self._moved_aside: list[str] = []
@@ -231,42 +221,28 @@ class Queue:
         Readings held in memory from an earlier failed put are written first. If the database
         cannot take them (disk full after eviction, locked), they are held too and [] returned.
 
-        Group commit: polls that finish while another put is committing wait for it, then go
-        into the next transaction together (one fsync for all of them, in arrival order). Each
-        put still returns only once its own readings are committed, or held.
+        Group commit (agent.commit): polls that finish while another put is committing wait
+        for it, then go into the next transaction together (one fsync for all of them, in
+        arrival order). Each put still returns only once its own readings are committed, or
+        held.
         """
-        mine = _Put(readings)
-        with self._group:
-            self._waiting.append(mine)
-            while self._committing and mine.seqs is None:
-                self._group.wait()
-            if mine.seqs is None:  # no commit running: lead one for everyone waiting
-                self._committing = True
-                group, self._waiting = self._waiting, []
-            else:
-                group = []
-        if group:
-            try:
-                self._commit(group)
-            finally:
-                with self._group:
-                    self._committing = False
-                    for p in group:
-                        if p.seqs is None:  # _commit raised: nothing of theirs was written
-                            p.seqs, p.error = [], p.error or QueueError("queue put failed")
-                    self._group.notify_all()
-        if mine.error is not None:
-            raise mine.error
-        assert mine.seqs is not None
-        return mine.seqs
+        return self._group.put(readings)
 
-    def _commit(self, group: list[_Put]) -> None:
+    def submit(self, readings: Sequence[Reading],
+               done: Callable[[Write[Reading]], None] | None = None) -> Ticket[Reading]:
+        """Like `put`, committed by a background thread: returns at once (unless 10,000
+        submitted readings are still waiting), and `done(ticket)` runs once they are committed
+        (`ticket.seqs`) or failed (`ticket.error`). A poll thread goes back to its devices
+        while the disk syncs; `close()` commits what was submitted first."""
+        return self._group.submit(readings, done)
+
+    def _commit(self, group: list[Write[Reading]]) -> None:
         """Write the held readings and every put of `group` in one transaction."""
         committed = False
         try:
             with self._lock:
                 held = len(self._pending)
-                batch = self._pending + [r for p in group for r in p.readings]
+                batch = self._pending + [r for p in group for r in p.items]
                 if not batch:
                     for p in group:
                         p.seqs = []
@@ -287,7 +263,7 @@ class Queue:
                 self._write_ep.recovered()
                 start = first
                 for i, p in enumerate(group):
-                    n = len(p.readings) + (held if i == 0 else 0)  # the held went first
+                    n = len(p.items) + (held if i == 0 else 0)  # the held went first
                     p.seqs = list(range(start, start + n))
                     start += n
                 committed = True
@@ -295,11 +271,6 @@ class Queue:
                     self._enforce_limits()
                 except sqlite3.DatabaseError as exc:  # next put tries again
                     self._log.warning("queue bounds check failed", error=_describe(exc))
-        except BaseException as exc:
-            for p in group:
-                if p.seqs is None:
-                    p.error = exc
-            raise
         finally:
             if committed and self._on_put is not None:
                 self._on_put()
@@ -522,7 +493,8 @@ class Queue:
         self._ballast()
 
     def close(self) -> None:
-        """Checkpoint the WAL and close; idempotent."""
+        """Commit what was submitted, checkpoint the WAL and close; idempotent."""
+        self._group.close()
         with self._lock:
             try:
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")

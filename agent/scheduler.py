@@ -4,7 +4,9 @@
 for a device that stops answering (each attempt is the re-probe), logging "device offline" once
 and "device back online" when it answers, turning a failed poll into readings that say why
 (`value=None`, quality = the error's word), applying the points' reporting rules
-(`agent.reporting`), and writing each poll's readings to the queue in one transaction.
+(`agent.reporting`), and handing each poll's readings to the queue, which commits them in one
+transaction in the background (`Queue.submit`: the worker polls on while the disk syncs;
+closing a runner waits for its last commit).
 `Scheduler` runs the runners at their own intervals; a job never overlaps itself
 (`max_instances=1`, `coalesce`), so a slow device skips beats instead of piling up polls.
 Devices on a shared bus run on that bus's own single worker thread, so their requests never
@@ -27,6 +29,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from agent import log
 from agent.bus import Port, close_all
+from agent.commit import Write
 from agent.errors import DriverError, QueueError
 from agent.model import Reading, now_ms
 from agent.queue import Queue
@@ -36,6 +39,8 @@ from drivers.base import Driver, PointConfig
 
 BACKOFF_MAX = 60.0
 """Longest wait between attempts at a device that stopped answering (seconds)."""
+COMMIT_WAIT = 30.0
+"""How long closing a runner waits for its last poll's commit (a locked or failing disk)."""
 
 
 class DeviceRunner:
@@ -66,6 +71,7 @@ class DeviceRunner:
         # progress marks for the watchdog (agent.systemd): in a beat since, last beat ended at
         self.busy_since: float | None = None
         self.beat_at = time.monotonic()
+        self._last_write: Write[Reading] | None = None  # the last poll handed to the queue
 
     @property
     def online(self) -> bool:
@@ -98,13 +104,18 @@ class DeviceRunner:
             self.polls += 1
         if not readings:
             return
-        try:
-            self._queue.put(readings)
+        try:  # committed in the background: the worker goes back to its devices meanwhile
+            self._last_write = self._queue.submit(readings, self._queued)
         except QueueError as exc:
             self._queue_ep.failed("write", error=str(exc), lost=len(readings))
+
+    def _queued(self, write: Write[Reading]) -> None:
+        """The queue committed (or failed to commit) one poll's readings."""
+        if write.error is not None:
+            self._queue_ep.failed("write", error=str(write.error), lost=len(write.items))
         else:
             self._queue_ep.recovered()
-            self.recent.count_queued(len(readings))
+            self.recent.count_queued(len(write.items))
 
     def _poll(self) -> list[Reading]:
         try:
@@ -152,6 +163,9 @@ class DeviceRunner:
             self._closed = True
             self.driver.close()
             self._open = False
+            last = self._last_write
+        if last is not None and not last.wait(COMMIT_WAIT):
+            self._log.warning("last poll not yet committed", waited_s=COMMIT_WAIT)
 
 
 class Scheduler:
