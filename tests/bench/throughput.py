@@ -18,11 +18,14 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent import log
 from agent.config import AgentConfig
 from agent.localbroker import LocalBroker, free_port
 from agent.model import Reading, now_ms
 from agent.runtime import Agent
+from agent.scheduler import DeviceRunner
 from agent.simulator import ModbusSimulator
+from drivers.base import DeviceConfig
 from tests.bench.common import (
     ROOT,
     AgentProcess,
@@ -104,26 +107,46 @@ def raw_pipeline(db: Path, port: int, seconds: float) -> tuple[float, float]:
     return done / elapsed, cpu / max(done, 1) * 1e6
 
 
+class SimSource:
+    """A driver whose device answers at once with `points` readings: a source at full speed."""
+
+    bus = None
+    passive = False
+
+    def __init__(self, name: str, points: int = POINTS_PER_POLL) -> None:
+        self.config = DeviceConfig(name=name, driver="sim", interval=1.0)
+        self._names = [f"m{i}" for i in range(points)]
+
+    def metrics(self) -> list[tuple[str, str | None]]:
+        return [(n, "unit") for n in self._names]
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def poll(self) -> list[Reading]:
+        ts, device = now_ms(), self.config.name
+        return [Reading(device, n, i * 0.5, "unit", ts) for i, n in enumerate(self._names)]
+
+
 def agent_pipeline(work: Path, port: int, seconds: float, sources: int) -> tuple[float, float]:
-    """The agent's queue, forwarder and publisher with `sources` simulated devices of 100
-    points each, polled back to back on their own threads, every poll committed (FULL).
+    """The agent's runners, queue, forwarder and publisher with `sources` simulated devices of
+    100 points each, each polled back to back on its own thread, every poll committed (FULL).
     Readings/s counted by a subscriber process, and the agent's CPU us per reading."""
     counter = Counter(port, work)
     agent = Agent(_config(work, port))
     agent.publisher.start()
     agent.forwarder.start()
     stop = threading.Event()
-    names = [f"m{i}" for i in range(POINTS_PER_POLL)]
+    runners = [DeviceRunner(SimSource(f"plc-{k}"), agent.queue) for k in range(sources)]
 
-    def source(device: str) -> None:
+    def source(runner: DeviceRunner) -> None:
         while not stop.is_set():
-            ts = now_ms()
-            agent.queue.put([Reading(device, names[i], i * 0.5, "unit", ts)
-                             for i in range(POINTS_PER_POLL)])
+            runner.poll_once()
 
     try:
         wait_for(agent.publisher.connected.is_set, 20, "the agent to connect")
-        threads = [threading.Thread(target=source, args=(f"plc-{k}",)) for k in range(sources)]
+        threads = [threading.Thread(target=source, args=(r,)) for r in runners]
         before = counter.readings
         t0, c0 = time.perf_counter(), time.process_time()
         for th in threads:
@@ -135,6 +158,8 @@ def agent_pipeline(work: Path, port: int, seconds: float, sources: int) -> tuple
         elapsed, cpu = time.perf_counter() - t0, time.process_time() - c0
         time.sleep(0.3)  # the counter writes its figures every 0.2 s
         delivered = counter.readings - before
+        for r in runners:
+            r.close()
         wait_for(lambda: agent.queue.stats().depth == 0, 120, "the queue to drain")
     finally:
         stop.set()
@@ -148,6 +173,7 @@ def agent_pipeline(work: Path, port: int, seconds: float, sources: int) -> tuple
 def pipeline(quick: bool) -> dict[str, Any]:
     """Simulated sources at full speed -> queue (durable) -> broker (QoS 1), counted by a
     subscriber, beside the raw SQLite + paho loop in the same run; repeated for the spread."""
+    log.setup("warning", "json")
     seconds, reps = (4.0, 1) if quick else (8.0, 3)
     raw, one, many, raw_cpu, agent_cpu = [], [], [], [], []
     for _ in range(reps):
