@@ -53,7 +53,7 @@ class GroupCommit(Generic[T]):
     """Commits writes in groups with `commit(group)`; see the module docstring."""
 
     def __init__(self, commit: Callable[[list[Write[T]]], None],
-                 max_waiting: int = 10_000) -> None:
+                 max_waiting: int = 1_000) -> None:
         self._commit = commit
         self._max_waiting = max_waiting
         self.cond = threading.Condition(threading.Lock())

@@ -5,8 +5,9 @@ for a device that stops answering (each attempt is the re-probe), logging "devic
 and "device back online" when it answers, turning a failed poll into readings that say why
 (`value=None`, quality = the error's word), applying the points' reporting rules
 (`agent.reporting`), and handing each poll's readings to the queue, which commits them in one
-transaction in the background (`Queue.submit`: the worker polls on while the disk syncs;
-closing a runner waits for its last commit).
+transaction in the background (`Queue.submit`: the worker polls on while the disk syncs; at
+most `IN_COMMIT` polls of a device wait for the disk; closing a runner waits for its last
+commit).
 `Scheduler` runs the runners at their own intervals; a job never overlaps itself
 (`max_instances=1`, `coalesce`), so a slow device skips beats instead of piling up polls.
 Devices on a shared bus run on that bus's own single worker thread, so their requests never
@@ -19,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+from collections import deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
@@ -40,6 +42,10 @@ from drivers.base import Driver, PointConfig
 BACKOFF_MAX = 60.0
 """Longest wait between attempts at a device that stopped answering (seconds)."""
 COMMIT_WAIT = 30.0
+IN_COMMIT = 4
+"""Polls of one device that may wait for the disk at once; the next one waits for the oldest.
+A little pipelining hides the fsync; more only lets a device outrun the committer and the
+forwarder (GIL) without delivering more."""
 """How long closing a runner waits for its last poll's commit (a locked or failing disk)."""
 
 
@@ -71,7 +77,7 @@ class DeviceRunner:
         # progress marks for the watchdog (agent.systemd): in a beat since, last beat ended at
         self.busy_since: float | None = None
         self.beat_at = time.monotonic()
-        self._last_write: Write[Reading] | None = None  # the last poll handed to the queue
+        self._writes: deque[Write[Reading]] = deque()  # polls handed to the queue, newest last
 
     @property
     def online(self) -> bool:
@@ -97,17 +103,19 @@ class DeviceRunner:
             self.beat_at = time.monotonic()
 
     def _beat(self) -> None:
-        with self._lock:
+        with self._lock:  # held until the readings are handed over: close() sees them
             if self._closed or time.monotonic() < self._next_attempt:
                 return
             readings = self.filter.apply(self.recent.record(self._poll()))
             self.polls += 1
-        if not readings:
-            return
-        try:  # committed in the background: the worker goes back to its devices meanwhile
-            self._last_write = self._queue.submit(readings, self._queued)
-        except QueueError as exc:
-            self._queue_ep.failed("write", error=str(exc), lost=len(readings))
+            if not readings:
+                return
+            if len(self._writes) >= IN_COMMIT:  # a device polled faster than the disk syncs
+                self._writes.popleft().wait(COMMIT_WAIT)  # is held back
+            try:  # committed in the background: the worker goes back to its devices meanwhile
+                self._writes.append(self._queue.submit(readings, self._queued))
+            except QueueError as exc:
+                self._queue_ep.failed("write", error=str(exc), lost=len(readings))
 
     def _queued(self, write: Write[Reading]) -> None:
         """The queue committed (or failed to commit) one poll's readings."""
@@ -163,7 +171,7 @@ class DeviceRunner:
             self._closed = True
             self.driver.close()
             self._open = False
-            last = self._last_write
+            last = self._writes[-1] if self._writes else None
         if last is not None and not last.wait(COMMIT_WAIT):
             self._log.warning("last poll not yet committed", waited_s=COMMIT_WAIT)
 
