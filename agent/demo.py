@@ -75,6 +75,11 @@ class Watcher:
         body = json.loads(msg.payload)
         if msg.topic.endswith("/status"):
             line = f"[broker] {msg.topic}: {body.get('state')}"
+        elif msg.topic.endswith("/health"):
+            devices = body.get("devices", {})
+            online = sum(d.get("state") == "online" for d in devices.values())
+            line = (f"[broker] {msg.topic}: {online}/{len(devices)} devices online, "
+                    f"{body['queue']['depth']} queued, {body['published']} published")
         else:
             self.messages += 1
             line = f"[broker] {_format(body)}"
