@@ -29,6 +29,7 @@ def main() -> None:
     lock = threading.Lock()
     state: dict[str, Any] = {"readings": 0, "messages": 0, "ready": False}
     devices: Counter[str] = Counter()
+    qualities: Counter[str] = Counter()
     arrivals: list[tuple[int, int]] = []  # (received ms, received - ts ms)
     done = threading.Event()
 
@@ -42,6 +43,7 @@ def main() -> None:
             state["messages"] += 1
             state["readings"] += len(readings)
             devices[body["device"]] += len(readings)
+            qualities.update(r["quality"] for r in readings)
             if latency and body["device"] not in exclude:
                 arrivals.extend((now, now - r["ts"]) for r in readings)
 
@@ -51,7 +53,7 @@ def main() -> None:
 
     def write(final: bool) -> None:
         with lock:
-            body = dict(state, devices=dict(devices), final=final)
+            body = dict(state, devices=dict(devices), qualities=dict(qualities), final=final)
             if final and latency:
                 body["arrivals"] = arrivals
             text = json.dumps(body)

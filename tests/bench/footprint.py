@@ -20,7 +20,16 @@ from agent.linesim import LineSensor
 from agent.localbroker import LocalBroker, free_port
 from agent.serialsim import NullModem, SerialSimulator
 from agent.simulator import ModbusSimulator
-from tests.bench.common import AgentProcess, Counter, depth, fill, memory_kb, percentile, wait_for
+from tests.bench.common import (
+    AgentProcess,
+    Counter,
+    depth,
+    fill,
+    memory_kb,
+    percentile,
+    trusted,
+    wait_for,
+)
 from tests.support import modbus_device, write_config
 
 TCP_DEVICES, RTU_UNITS = 25, 4
@@ -56,6 +65,7 @@ class Site:
     interval: str = "5s"
     sims: list[ModbusSimulator] = field(default_factory=list)
     rtu: SerialSimulator | None = None
+    line_end: str = ""  # the agent's end of the RTU null-modem (the simulator has the other)
     sensor: LineSensor | None = None
     stop: threading.Event = field(default_factory=threading.Event)
 
@@ -71,9 +81,9 @@ class Site:
                         "points": LINE_POINTS})
         path = write_config(self.work / "agent.yaml", broker_port=broker_port,
                             devices=devices)
+        trusted(path)
         cfg = json.loads(path.read_text())
-        cfg["gateway"]["clock"] = "trusted"  # a gateway with NTP; see README
-        cfg["buses"] = [{"name": "rs485-1", "port": self.rtu.path, "timeout": "300ms"},
+        cfg["buses"] = [{"name": "rs485-1", "port": self.line_end, "timeout": "300ms"},
                         {"name": "env-line", "port": str(self.sensor.link)}]
         path.write_text(json.dumps(cfg, indent=2))
         return path
@@ -86,6 +96,10 @@ class Site:
                 sim.set_registers(1, "holding", 0, [rng.randrange(0x4000, 0x4400)
                                                     for _ in range(10)])
                 sim.set_registers(1, "holding", 20, [rng.randrange(0, 400) for _ in range(5)])
+            if self.rtu is not None:
+                for unit in range(1, RTU_UNITS + 1):
+                    self.rtu.set_registers(unit, "holding", 1, [rng.randrange(650, 750),
+                                                                rng.randrange(100, 200)])
 
 
 @contextmanager
@@ -100,6 +114,7 @@ def site_peers(work: Path, interval: str = "5s") -> Iterator[Site]:
             sim.start()
             site.sims.append(sim)
         site.rtu = SerialSimulator(wire.b, units=range(1, RTU_UNITS + 1), size=64)
+        site.line_end = wire.a
         site.rtu.start()
         site.sensor = LineSensor(work / "usb-env-station-if00")
         site.sensor.stream([FRAME], 1.0)
@@ -143,6 +158,7 @@ def site(quick: bool) -> dict[str, Any]:
                     time.sleep(window)
                     cpu, elapsed = agent.cpu() - cpu0, time.monotonic() - t0
                     delivered = counter.readings - before
+                    seen = counter.state()
                     hwm, rss = memory_kb(agent.pid, "VmHWM"), memory_kb(agent.pid)
                     queued = depth(work / "queue.db")
                 finally:
@@ -163,7 +179,19 @@ def site(quick: bool) -> dict[str, Any]:
         "cpu_percent_of_one_core": round(cpu / elapsed * 100, 2), "target_cpu_percent": 2,
         "peak_rss_mb": round(hwm / 1024, 1), "rss_end_mb": round(rss / 1024, 1),
         "target_rss_mb": 60, "queued_at_end": queued,
+        "readings_not_good": {q: n for q, n in seen.get("qualities", {}).items() if q != "good"},
+        "readings_by_device_min_max": _min_max(seen.get("devices", {})),
     }
+
+
+def _min_max(by_device: dict[str, int]) -> str:
+    """Fewest and most readings any device delivered (per point: cycles), over the whole run."""
+    per_point = {d: n / (len(LINE_POINTS) if d == SENSOR else len(RTU_POINTS)
+                         if d.startswith("probe-") else len(TCP_POINTS))
+                 for d, n in by_device.items()}
+    low, high = min(per_point, key=per_point.__getitem__), max(per_point,
+                                                               key=per_point.__getitem__)
+    return f"{per_point[low]:.0f} cycles ({low}) - {per_point[high]:.0f} ({high})"
 
 
 def latency(quick: bool) -> dict[str, Any]:

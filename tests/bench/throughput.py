@@ -34,6 +34,7 @@ from tests.bench.common import (
     depth,
     fill,
     spread,
+    trusted,
     wait_for,
 )
 from tests.support import modbus_device, write_config
@@ -219,6 +220,7 @@ def drain(quick: bool) -> dict[str, Any]:
         sim.start()
         cfg = write_config(work / "agent.yaml", broker_port=broker.port,
                            devices=[modbus_device("plc", sim.port, interval="1s")])
+        trusted(cfg)
         t0 = time.perf_counter()
         agent = AgentProcess(cfg)
         try:
