@@ -4,6 +4,7 @@ config builders. Fixtures that start peers live in conftest.py."""
 from __future__ import annotations
 
 import json
+import sqlite3
 import sys
 import threading
 import time
@@ -23,6 +24,19 @@ EDGE_AGENT = [str(Path(sys.executable).parent / "edge-agent")]
 
 RunAgent = Callable[..., Any]
 """The `run_agent` fixture: run_agent(broker_port, devices=None, **mqtt_keys) -> Agent."""
+
+
+def next_seq_in(db: Path) -> int:
+    """The queue's next seq, read from its file beside a running agent (1 before it exists)."""
+    try:
+        con = sqlite3.connect(db, timeout=5)
+        try:
+            row = con.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+        finally:
+            con.close()
+    except sqlite3.OperationalError:
+        return 1
+    return int(row[0]) if row else 1
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,

@@ -19,19 +19,14 @@ from agent.model import Reading, now_ms
 from agent.queue import Queue
 from agent.runtime import Agent
 from agent.simulator import ModbusSimulator
-from tests.support import EDGE_AGENT, Collector, modbus_device, wait_until, write_config
-
-
-def _next_seq(db: Path) -> int:
-    try:
-        con = sqlite3.connect(db, timeout=5)
-        try:
-            row = con.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-        finally:
-            con.close()
-    except sqlite3.OperationalError:
-        return 1
-    return int(row[0]) if row else 1
+from tests.support import (
+    EDGE_AGENT,
+    Collector,
+    modbus_device,
+    next_seq_in,
+    wait_until,
+    write_config,
+)
 
 
 def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path, plc: ModbusSimulator,
@@ -48,13 +43,13 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path, plc: ModbusSimul
     for i in range(kills):
         proc = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(cfg)],
                                 stderr=subprocess.DEVNULL)
-        target = _next_seq(db) + rng.randint(5, 120)  # kill after a random amount of work
-        wait_until(lambda t=target: _next_seq(db) >= t, timeout=20, what="agent progress")
+        target = next_seq_in(db) + rng.randint(5, 120)  # kill after a random amount of work
+        wait_until(lambda t=target: next_seq_in(db) >= t, timeout=20, what="agent progress")
         in_flight = i % 2 == 1  # every other kill: with messages sent but not acknowledged
         if in_flight:
             broker.pause()  # the broker stops reading: PUBACKs stop coming
-            target = _next_seq(db) + 40
-            wait_until(lambda t=target: _next_seq(db) >= t, what="publishes without PUBACK")
+            target = next_seq_in(db) + 40
+            wait_until(lambda t=target: next_seq_in(db) >= t, what="publishes without PUBACK")
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if in_flight:  # what the broker had not processed dies with it
@@ -64,8 +59,8 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path, plc: ModbusSimul
     final = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(cfg)], stderr=subprocess.PIPE,
                              text=True)
     try:
-        start = _next_seq(db)
-        wait_until(lambda: _next_seq(db) > start + 20, what="the final run to poll")
+        start = next_seq_in(db)
+        wait_until(lambda: next_seq_in(db) > start + 20, what="the final run to poll")
         wait_until(lambda: collector.seqs() >= set(range(1, start)), timeout=30,
                    what="backlog from the killed runs to arrive")
         final.send_signal(signal.SIGTERM)

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -27,7 +26,7 @@ from agent.localbroker import LocalBroker, free_port
 from agent.serialsim import NullModem, SerialSimulator
 from agent.simulator import ModbusSimulator
 from tests.chaos.proxy import CutProxy
-from tests.support import EDGE_AGENT, Collector
+from tests.support import EDGE_AGENT, Collector, next_seq_in
 
 DEVICES = ("plc", "rtu", "line")
 COUNTER_POINTS = [
@@ -189,15 +188,7 @@ class World:
         return sum(1 for line in text.splitlines() if f'"{event}"' in line)
 
     def next_seq(self) -> int:
-        try:
-            con = sqlite3.connect(self.queue_db, timeout=5)
-            try:
-                row = con.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
-            finally:
-                con.close()
-        except sqlite3.OperationalError:
-            return 1
-        return int(row[0]) if row else 1
+        return next_seq_in(self.queue_db)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
