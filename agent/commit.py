@@ -17,6 +17,7 @@ The commit itself is the caller's function: it writes a group and sets each writ
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -53,9 +54,11 @@ class GroupCommit(Generic[T]):
     """Commits writes in groups with `commit(group)`; see the module docstring."""
 
     def __init__(self, commit: Callable[[list[Write[T]]], None],
-                 max_waiting: int = 1_000) -> None:
+                 max_waiting: int = 1_000, gather: float = 0.0) -> None:
         self._commit = commit
         self._max_waiting = max_waiting
+        self._gather = gather
+        self._since = 0.0  # when the first write now waiting arrived
         self.cond = threading.Condition(threading.Lock())
         self._line: list[Write[T]] = []
         self._committing = False
@@ -91,13 +94,17 @@ class GroupCommit(Generic[T]):
                 self.cond.wait()
             if self._closing:
                 raise QueueError("the queue is closed")
+            if not self._line:
+                self._since = time.monotonic()
             self._line.append(ticket)
             self._submitted += len(items)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._run, name="queue-commit",
                                                 daemon=True)
                 self._thread.start()
-            self.cond.notify_all()
+            if not self._gather or len(self._line) == 1 or (
+                    self._submitted >= self._max_waiting // 2):
+                self.cond.notify_all()  # gathering: only the first write wakes the committer
         return ticket
 
     def close(self) -> None:
@@ -149,6 +156,13 @@ class GroupCommit(Generic[T]):
                     if self._closing and not self._line and not self._committing:
                         return
                     self.cond.wait()
+                # gather: let more writes join this commit, up to `gather` s after the first
+                while (not self._closing and not self._committing
+                       and self._submitted < self._max_waiting // 2
+                       and (left := self._since + self._gather - time.monotonic()) > 0):
+                    self.cond.wait(left)
+                if self._committing:
+                    continue
                 group = self._take()
             try:
                 self._lead(group)

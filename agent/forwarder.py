@@ -21,12 +21,16 @@ from typing import Protocol
 
 from agent import log
 from agent.clock import corrector, current
+from agent.commit import Ticket
 from agent.contract import encode_senml, encode_telemetry, telemetry_topic
 from agent.errors import PublishError, QueueError
-from agent.model import Row, now_ms
+from agent.model import Reading, Row, now_ms
 from agent.mqtt_config import MqttConfig
 from agent.queue import Queue
 from agent.recent import PublishStats
+
+ACK_COMMIT_WAIT = 10.0
+"""How long a rewind waits for the queue to commit the deletion of acknowledged readings."""
 
 
 class Uplink(Protocol):
@@ -54,6 +58,7 @@ class Forwarder:
         self._retry_delay = cfg.reconnect_min
         self.uplink: Uplink | None = None
         self._acks: deque[tuple[int, bool]] = deque()
+        self._acked: Ticket[Reading] | None = None  # the last deletion handed to the queue
         self._inflight: dict[int, tuple[list[int], float]] = {}
         self._live_after = 0  # live rows: seq > _live_after
         self._backlog: list[list[int]] = []  # [after, before) seq spans still to send, oldest first
@@ -140,7 +145,7 @@ class Forwarder:
             else:
                 failed = True
         if done:
-            self._queue.ack(done)
+            self._acked = self._queue.ack_later(done) or self._acked
             self.published += len(done)
             self.last_ack_ms = now_ms()
             self._episode.recovered()
@@ -150,8 +155,11 @@ class Forwarder:
             self._stop.wait(self._retry_delay)
 
     def _rewind(self) -> None:
-        """Forget what is in flight; everything still queued becomes backlog to send again."""
+        """Forget what is in flight; everything still queued becomes backlog to send again
+        (once the deletions of what was acknowledged are committed: not sent twice)."""
         self._inflight.clear()
+        if self._acked is not None:
+            self._acked.wait(ACK_COMMIT_WAIT)
         boundary = self._queue.stats().next_seq
         self._backlog = [[0, boundary]]
         self._live_after = boundary - 1

@@ -53,12 +53,18 @@ from agent.clock import boot_id, current
 from agent.commit import GroupCommit, Ticket, Write
 from agent.errors import QueueError
 from agent.model import QueuedReading, Reading, Row, now_ms
+from agent.queue_read import CORRUPT, Reader
 
 SEQ_RESERVE = 100_000
 BALLAST = 1_000_000
 EVICTION_QUIET = 60.0  # seconds without an eviction that end an eviction episode
 MAX_PENDING = 100_000
-_CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+GATHER = 0.005
+"""Seconds the background committer lets submitted polls gather after the first one before it
+commits them all in one transaction (one sync): a device polled back to back pays for one
+commit per ~5 ms, not one per poll; a poll at its interval is durable ~5 ms later."""
+MAX_ACKED = 10_000  # acknowledged seq spans kept for deletion while the database refuses
+_CORRUPT = CORRUPT
 _FULL = 13  # SQLITE_FULL
 _SCHEMA = """
 BEGIN;
@@ -81,9 +87,9 @@ COMMIT;
 """
 
 
-_TAKE = ("SELECT json_group_array(json_array(seq, device, metric, value, unit, ts, quality,"
-         " unsynced)) FROM (SELECT * FROM readings WHERE seq > ? AND seq < ? ORDER BY seq"
-         " LIMIT ?)")
+_DELETE_SPAN = "DELETE FROM readings WHERE seq BETWEEN ? AND ?"
+_COUNT = ("UPDATE meta SET value = CASE key WHEN 'next_seq' THEN ?1 WHEN 'depth' THEN value + ?2"
+          " ELSE value + ?3 END WHERE key IN ('next_seq', 'depth', 'dropped')")
 _CHUNKS = (256, 64, 16, 4, 1)  # rows per INSERT statement: a few cached statement shapes
 
 
@@ -130,7 +136,7 @@ class Queue:
         self._busy_timeout = busy_timeout
         self._on_put = on_put
         self._lock = threading.RLock()
-        self._group: GroupCommit[Reading] = GroupCommit(self._commit)  # see put()
+        self._group: GroupCommit[Reading] = GroupCommit(self._commit, gather=GATHER)  # see put()
         self._pending: list[Reading] = []
         self._dropped_unsaved = 0
         self._moved_aside: list[str] = []
@@ -143,7 +149,14 @@ class Queue:
                                     "queue within bounds")
         self._write_ep = log.Episode(self._log, "queue write failed, holding readings in memory",
                                      "queue writable again")
+        self._acked: list[tuple[int, int]] = []  # seq spans acknowledged, not yet deleted
+        self._acked_lock = threading.Lock()
+        self._ack_ep = log.Episode(self._log, "acknowledged readings not deleted, retrying",
+                                   "acknowledged readings deleted")
+        self._generation = 0  # files opened: the reader reopens when it grew
         self._db = self._open()
+        self._reader = Reader(self.path, busy_timeout, self._reader_corrupt,
+                              lambda: self._generation)
         with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
             self._enforce_limits(force=True)
 
@@ -153,6 +166,7 @@ class Queue:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise QueueError(f"cannot open queue {self.path}: {exc}") from exc
+        self._generation += 1
         for attempt in (1, 2):
             try:
                 return self._connect()
@@ -204,6 +218,12 @@ class Queue:
         with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
             self._enforce_limits(force=True)
 
+    def _reader_corrupt(self, exc: sqlite3.DatabaseError, generation: int) -> None:
+        """The reader found the file corrupt: heal, unless that file was replaced already."""
+        with self._lock:
+            if generation == self._generation:
+                self._recover(exc)
+
     # the seq floor beside the database
     def _floor_path(self) -> Path:
         return self.path.with_name(self.path.name + ".seq")
@@ -253,30 +273,38 @@ class Queue:
         return self._group.submit(readings, done)
 
     def _commit(self, group: list[Write[Reading]]) -> None:
-        """Write the held readings and every put of `group` in one transaction."""
+        """Write the held readings and every put of `group`, and delete what was acknowledged
+        since the last commit (`ack_later`), in one transaction."""
         committed = False
         try:
             with self._lock:
+                with self._acked_lock:
+                    spans, self._acked = self._acked, []
                 held = len(self._pending)
                 batch = self._pending + [r for p in group for r in p.items]
                 if not batch:
                     for p in group:
                         p.seqs = []
+                    self._delete_acked(spans)
                     return
                 while True:
                     try:
-                        first = self._insert_evicting(batch)
+                        first = self._insert_evicting(batch, spans)
                         break
                     except sqlite3.DatabaseError as exc:
                         if _code(exc) in _CORRUPT:
                             self._recover(exc)
+                            spans = []  # a fresh file: nothing left to delete
                             continue
                         self._hold(batch, exc)
+                        self._delete_acked(spans)  # on their own: a delete may still go
                         for p in group:
                             p.seqs = []
                         return
                 self._pending = []
                 self._write_ep.recovered()
+                if spans:
+                    self._ack_ep.recovered()
                 start = first
                 for i, p in enumerate(group):
                     n = len(p.items) + (held if i == 0 else 0)  # the held went first
@@ -297,14 +325,14 @@ class Queue:
         self._dropped_unsaved += overflow  # saved with the next successful insert
         self._write_ep.failed(_describe(exc), held=len(self._pending), dropped=overflow)
 
-    def _insert_evicting(self, batch: list[Reading]) -> int:
+    def _insert_evicting(self, batch: list[Reading], spans: list[tuple[int, int]]) -> int:
         try:
-            return self._insert(batch)
+            return self._insert(batch, spans)
         except sqlite3.OperationalError as exc:
             if _code(exc) != _FULL:
                 raise
             self._make_room(max(len(batch), self._depth() // 20, 1000))
-            return self._insert(batch)
+            return self._insert(batch, spans)
 
     def _make_room(self, n: int) -> None:
         """Disk full: empty the WAL, give up the ballast, evict the oldest, shrink the file."""
@@ -333,7 +361,7 @@ class Queue:
             with contextlib.suppress(OSError):
                 path.unlink()
 
-    def _insert(self, batch: list[Reading]) -> int:
+    def _insert(self, batch: list[Reading], spans: Sequence[tuple[int, int]] = ()) -> int:
         clock = current()
         tag = None if clock.synced() else f"{boot_id()}:{clock.now_ms() - clock.mono_ms()}"
         rows = list(map(_row, batch))
@@ -341,17 +369,17 @@ class Queue:
         try:
             (first,) = self._db.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
             self._raise_floor(first + len(rows))
-            self._insert_rows(first, rows, tag)
-            (last,) = self._db.execute("SELECT last_insert_rowid()").fetchone()
+            last = self._insert_rows(first, rows, tag)
             if last != first + len(rows) - 1:
                 raise sqlite3.IntegrityError(f"seqs not consecutive: {first}..{last} for "
                                              f"{len(rows)} readings (meta.next_seq behind?)")
-            self._db.execute("UPDATE meta SET value = ? WHERE key = 'next_seq'",
-                             (first + len(rows),))
-            self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'depth'",
-                             (len(rows),))
-            self._db.execute("UPDATE meta SET value = value + ? WHERE key = 'dropped'",
-                             (self._dropped_unsaved,))
+            deleted = 0
+            if spans:  # acknowledged since the last commit (ack_later)
+                before = self._db.total_changes
+                self._db.executemany(_DELETE_SPAN, spans)
+                deleted = self._db.total_changes - before
+            self._db.execute(_COUNT, (first + len(rows), len(rows) - deleted,
+                                      self._dropped_unsaved))
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()
@@ -359,35 +387,30 @@ class Queue:
         self._dropped_unsaved = 0
         return int(first)
 
-    def _insert_rows(self, first: int, rows: list[tuple[Any, ...]], tag: str | None) -> None:
+    def _insert_rows(self, first: int, rows: list[tuple[Any, ...]], tag: str | None) -> int:
         """Insert `rows` as seqs first, first + 1, ...: the first row takes `first`, the others
         a NULL seq, which SQLite makes max(seq) + 1 since every stored seq is below next_seq
-        (the caller checks the last). Rows go many per statement (multi-row VALUES, in chunks
-        of cached sizes): each statement is one step, and each step lets go of the GIL, which a
-        busy thread then holds for up to 5 ms before this one gets it back; per row, as
-        executemany does it, that made a commit take up to 100x longer beside busy polls."""
+        (returns the last; the caller checks it). Rows go many per statement (multi-row VALUES,
+        in chunks of cached sizes): each statement is one step, and each step lets go of the
+        GIL, which a busy thread then holds for up to 5 ms before this one gets it back; per
+        row, as executemany does it, that made a commit take up to 100x longer beside busy
+        polls."""
         if tag is not None:
             rows = [(*row, tag) for row in rows]
-        self._db.execute(_insert_sql(1, tag is not None, first=True), (first, *rows[0]))
+        cur = self._db.execute(_insert_sql(1, tag is not None, first=True), (first, *rows[0]))
         i, n = 1, len(rows)
         while i < n:
             size = next(c for c in _CHUNKS if c <= n - i)
-            self._db.execute(_insert_sql(size, tag is not None),
-                             list(chain.from_iterable(rows[i:i + size])))
+            cur = self._db.execute(_insert_sql(size, tag is not None),
+                                   list(chain.from_iterable(rows[i:i + size])))
             i += size
+        return int(cur.lastrowid or 0)
 
     # reading and acknowledging
     def take_rows(self, after_seq: int, limit: int, before_seq: int | None = None) -> list[Row]:
-        """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored."""
-        upper = before_seq if before_seq is not None else 2**63 - 1
-        # One JSON array of the rows, built by SQLite in one step, not a step per row: each
-        # step lets go of the GIL, and beside a busy thread getting it back takes up to 5 ms
-        # (800 rows: ~1 s instead of ~10 ms). Values stay their stored JSON text.
-        ((text,),) = self._read(_TAKE, (after_seq, upper, limit))
-        rows: list[Row] = [tuple(r) for r in json.loads(text)]
-        if any(rows[i][0] >= rows[i + 1][0] for i in range(len(rows) - 1)):
-            rows.sort()  # SQLite < 3.44 does not promise an aggregate's order
-        return rows
+        """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored
+        (committed ones: read on the reader's own connection, see agent.queue_read)."""
+        return self._reader.take_rows(after_seq, limit, before_seq)
 
     def take(self, after_seq: int, limit: int,
              before_seq: int | None = None) -> list[QueuedReading]:
@@ -404,34 +427,56 @@ class Queue:
         with self._lock:
             try:
                 with self._relaxed():
-                    return self._delete("DELETE FROM readings WHERE seq BETWEEN ? AND ?",
-                                        spans, None)
+                    return self._delete(_DELETE_SPAN, spans, None)
             except sqlite3.DatabaseError as exc:
                 if _code(exc) in _CORRUPT:
                     self._recover(exc)
                     return 0
                 raise QueueError(f"cannot delete from queue {self.path}: {_describe(exc)}") from exc
 
-    def stats(self) -> QueueStats:
-        """Counters and the oldest reading, without scanning the backlog."""
-        with self._lock:
-            meta = dict(self._read("SELECT key, value FROM meta", ()))
-            oldest = self._read("SELECT ts FROM readings ORDER BY seq LIMIT 1", ())
-            return QueueStats(
-                depth=meta["depth"], oldest_ts=oldest[0][0] if oldest else None,
-                next_seq=meta["next_seq"], bytes=self._used_bytes(), evicted=meta["evicted"],
-                dropped=meta["dropped"] + self._dropped_unsaved, pending=len(self._pending),
-                moved_aside=tuple(self._moved_aside))
+    def ack_later(self, seqs: Iterable[int]) -> Ticket[Reading] | None:
+        """Like `ack`, but the rows are deleted by the background committer, in the same
+        transaction as the next poll's readings (one sync for both), and this returns at
+        once: the forwarder does not wait for the disk. Until the ticket is done the rows are
+        still there for `take_*`; a caller that reads from the start again must wait for it."""
+        spans = _spans(seqs)
+        if not spans:
+            return None
+        with self._acked_lock:
+            self._acked.extend(spans)
+        try:
+            return self._group.submit([])  # wakes the committer even if no poll comes
+        except QueueError:  # closing: delete now
+            with self._lock, self._acked_lock:
+                spans, self._acked = self._acked, []
+                self._delete_acked(spans)
+            return None
 
-    def _read(self, sql: str, params: tuple[object, ...]) -> list[tuple[Any, ...]]:
-        with self._lock:
-            try:
-                return self._db.execute(sql, params).fetchall()
-            except sqlite3.DatabaseError as exc:
-                if _code(exc) in _CORRUPT:
-                    self._recover(exc)
-                    return self._db.execute(sql, params).fetchall()
-                raise QueueError(f"cannot read queue {self.path}: {_describe(exc)}") from exc
+    def _delete_acked(self, spans: list[tuple[int, int]]) -> None:
+        """Delete acknowledged spans in their own transaction (under the write lock); if the
+        database refuses, keep them for the next commit (rows still there are sent again
+        after a restart: a duplicate, never a loss)."""
+        if not spans:
+            return
+        try:
+            with self._relaxed():
+                self._delete(_DELETE_SPAN, spans, None)
+            self._ack_ep.recovered()
+        except sqlite3.DatabaseError as exc:
+            if _code(exc) in _CORRUPT:
+                self._recover(exc)
+                return
+            with self._acked_lock:
+                self._acked[:0] = spans[-MAX_ACKED:]
+            self._ack_ep.failed(_describe(exc), spans=len(spans))
+
+    def stats(self) -> QueueStats:
+        """Counters and the oldest reading, as last committed, without scanning the backlog."""
+        c = self._reader.counters()
+        return QueueStats(
+            depth=c.depth, oldest_ts=c.oldest_ts, next_seq=c.next_seq, bytes=c.bytes,
+            evicted=c.evicted, dropped=c.dropped + self._dropped_unsaved,
+            pending=len(self._pending), moved_aside=tuple(self._moved_aside))
 
     def _delete(self, sql: str, params: list[tuple[int, int]] | tuple[object, ...],
                 counter: str | None) -> int:
@@ -536,8 +581,12 @@ class Queue:
     def close(self) -> None:
         """Commit what was submitted, checkpoint the WAL and close; idempotent."""
         self._group.close()
+        self._reader.close()
         with self._lock:
             try:
+                with self._acked_lock:
+                    spans, self._acked = self._acked, []
+                self._delete_acked(spans)
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
                 self._db.close()
             except sqlite3.ProgrammingError:

@@ -15,10 +15,10 @@ def test_concurrent_puts_get_distinct_contiguous_seqs(tmp_path: Path) -> None:
     inserts = 0
     real_insert = q._insert
 
-    def counting_insert(batch: list[Reading]) -> int:
+    def counting_insert(batch: list[Reading], spans: list[tuple[int, int]]) -> int:
         nonlocal inserts
         inserts += 1
-        return real_insert(batch)
+        return real_insert(batch, spans)
 
     q._insert = counting_insert  # type: ignore[method-assign]
     got: dict[str, list[list[int]]] = {}

@@ -1,0 +1,91 @@
+"""The queue's read side has its own connection (reads never wait for a commit), deletions of
+acknowledged rows ride with the next commit (`ack_later`), and the committer gathers the polls
+that arrive within a few ms into one transaction."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from pathlib import Path
+
+from agent.commit import GroupCommit, Write
+from agent.model import Reading
+from agent.queue import Queue
+from tests.support import wait_until
+
+
+def batch(n: int, device: str = "d", start: int = 0) -> list[Reading]:
+    return [Reading(device, "m", start + i, None, start + i) for i in range(n)]
+
+
+def test_reads_do_not_wait_for_a_commit_stuck_on_a_lock(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    q = Queue(path, busy_timeout=30)
+    q.put(batch(5))
+    shell = sqlite3.connect(path, isolation_level=None)  # a technician's sqlite3 shell
+    shell.execute("BEGIN IMMEDIATE")  # holds the write lock: the next commit waits for it
+    putter = threading.Thread(target=q.put, args=(batch(1, start=5),))
+    putter.start()
+    wait_until(lambda: q._group._committing, what="the commit to wait for the lock")
+    rows = q.take_rows(0, 100)  # while that commit waits (up to 30 s) with the write lock
+    stats = q.stats()
+    assert putter.is_alive(), "the read should not have waited for the commit"
+    assert [r[0] for r in rows] == [1, 2, 3, 4, 5] and stats.depth == 5
+    shell.execute("ROLLBACK")
+    putter.join(10)
+    assert not putter.is_alive() and q.stats().depth == 6
+    q.close()
+
+
+def test_ack_later_deletes_with_the_next_commit_and_keeps_depth_exact(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    q.put(batch(10))
+    ticket = q.ack_later([3, 1, 2, 5, 4])
+    assert ticket is not None and ticket.wait(10)
+    assert [r[0] for r in q.take_rows(0, 100)] == [6, 7, 8, 9, 10]
+    polls = [q.submit(batch(4, start=10 + 4 * k)) for k in range(5)]  # rows and acks mixed
+    acks = [q.ack_later(range(6 + k, 7 + k)) for k in range(5)]
+    assert all(t.wait(10) for t in polls + acks if t is not None)
+    assert [r[0] for r in q.take_rows(0, 100)] == list(range(11, 31))
+    assert q.stats().depth == 20
+    assert q.ack_later([]) is None
+    q.ack_later(range(11, 21))
+    q.close()  # commits the deletion still waiting
+    q = Queue(tmp_path / "q.db")
+    assert [r[0] for r in q.take_rows(0, 100)] == list(range(21, 31))
+    assert q.stats().depth == 10
+    q.close()
+
+
+def test_acks_the_database_refuses_are_kept_and_deleted_later(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    q = Queue(path, busy_timeout=0.05)
+    q.put(batch(10))
+    shell = sqlite3.connect(path, isolation_level=None)
+    shell.execute("BEGIN IMMEDIATE")
+    ticket = q.ack_later(range(1, 6))
+    assert ticket is not None and ticket.wait(10)
+    assert q.stats().depth == 10  # not deleted: the database was locked
+    shell.execute("ROLLBACK")
+    shell.close()
+    assert q.put(batch(1, start=10)) == [11]  # the next commit deletes them too
+    assert [r[0] for r in q.take_rows(0, 100)] == [6, 7, 8, 9, 10, 11]
+    assert q.stats().depth == 6
+    q.close()
+
+
+def test_the_committer_gathers_writes_that_arrive_together() -> None:
+    groups: list[int] = []
+
+    def commit(group: list[Write[int]]) -> None:
+        groups.append(len(group))
+        for w in group:
+            w.seqs = list(w.items)
+
+    gc: GroupCommit[int] = GroupCommit(commit, gather=0.5)
+    tickets = [gc.submit([k]) for k in range(10)]  # within microseconds of the first
+    assert all(t.wait(10) for t in tickets)
+    assert groups == [10], "ten writes inside one gather are one commit"
+    late = gc.submit([10])
+    gc.close()  # closing commits at once, without waiting out the gather
+    assert late.seqs == [10] and groups == [10, 1]
