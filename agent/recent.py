@@ -147,8 +147,12 @@ class DeviceRecent:
 
 
 def _short(value: float | None) -> float | None:
-    """Enough digits for a 30-pixel chart; fewer bytes on the wire."""
-    return None if value is None else float(f"{value:.5g}")
+    """Enough digits for a 30-pixel chart; fewer bytes on the wire. A value that rounding
+    would push past the largest float (1.79765e308 -> inf, which JSON cannot carry) is kept."""
+    if value is None:
+        return None
+    short = float(f"{value:.5g}")
+    return short if math.isfinite(short) else value
 
 
 class PublishStats:
