@@ -190,7 +190,7 @@ class Forwarder:
         sent = False
         room = self._max_inflight - len(self._inflight)
         if room > 0:
-            rows = self._queue.take_rows(self._live_after, self._batch_size * min(room, 8))
+            rows = self._queue.take_live(self._live_after, self._batch_size * min(room, 8))
             if rows and len(rows) < self._batch_size and self._linger:
                 # a part-filled batch may wait `linger` for more readings: fewer, fuller messages
                 now = time.monotonic()

@@ -63,6 +63,9 @@ GATHER = 0.005
 """Seconds the background committer lets submitted polls gather after the first one before it
 commits them all in one transaction (one sync): a device polled back to back pays for one
 commit per ~5 ms, not one per poll; a poll at its interval is durable ~5 ms later."""
+TAIL = 2_000
+"""Newest committed rows kept in memory for the live stream (take_live); rows the forwarder
+took are let go. Up to 2 x TAIL rows (~1 MB) before the oldest are dropped."""
 MAX_ACKED = 10_000  # acknowledged seq spans kept for deletion while the database refuses
 _CORRUPT = CORRUPT
 _FULL = 13  # SQLITE_FULL
@@ -154,6 +157,8 @@ class Queue:
         self._ack_ep = log.Episode(self._log, "acknowledged readings not deleted, retrying",
                                    "acknowledged readings deleted")
         self._generation = 0  # files opened: the reader reopens when it grew
+        self._tail: list[Row] = []  # the newest committed rows, contiguous seqs (take_live)
+        self._tail_lock = threading.Lock()
         self._db = self._open()
         self._reader = Reader(self.path, busy_timeout, self._reader_corrupt,
                               lambda: self._generation)
@@ -211,6 +216,7 @@ class Queue:
 
     def _recover(self, exc: sqlite3.DatabaseError) -> None:
         """A corruption found while running: set the file aside and continue on a fresh one."""
+        self._forget_tail()
         with self._lock:
             self._db.close()
             self._move_aside(exc)
@@ -385,6 +391,7 @@ class Queue:
             self._rollback()
             raise
         self._dropped_unsaved = 0
+        self._remember(first, rows, tag)
         return int(first)
 
     def _insert_rows(self, first: int, rows: list[tuple[Any, ...]], tag: str | None) -> int:
@@ -411,6 +418,33 @@ class Queue:
         """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored
         (committed ones: read on the reader's own connection, see agent.queue_read)."""
         return self._reader.take_rows(after_seq, limit, before_seq)
+
+    def take_live(self, after_seq: int, limit: int) -> list[Row]:
+        """`take_rows(after_seq, limit)` for the forwarder's live stream: the newest committed
+        rows are kept in memory (up to TAIL of them, exactly as stored), so readings that were
+        just committed are sent without reading them back from the file; a window that starts
+        before the kept rows (the forwarder fell behind, was offline or rewound) is read from
+        the file. Rows before `after_seq` are let go: the caller has sent them."""
+        with self._tail_lock:
+            tail = self._tail
+            if tail and tail[0][0] <= after_seq + 1 <= tail[-1][0] + 1:
+                del tail[:after_seq + 1 - tail[0][0]]  # taken before: the caller moved on
+                return tail[:limit]
+        return self._reader.take_rows(after_seq, limit)
+
+    def _remember(self, first: int, rows: list[tuple[Any, ...]], tag: str | None) -> None:
+        """Keep the rows just committed as seqs first.. for take_live (bounded, newest)."""
+        kept: list[Row] = [(first + i, *row, tag) for i, row in enumerate(rows)]
+        with self._tail_lock:
+            if self._tail and self._tail[-1][0] + 1 != first:
+                self._tail = []  # not contiguous (a fresh file): start again
+            self._tail.extend(kept)
+            if len(self._tail) > 2 * TAIL:
+                del self._tail[:-TAIL]
+
+    def _forget_tail(self) -> None:
+        with self._tail_lock:
+            self._tail = []
 
     def take(self, after_seq: int, limit: int,
              before_seq: int | None = None) -> list[QueuedReading]:
@@ -535,6 +569,7 @@ class Queue:
             "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings ORDER BY seq LIMIT ?)",
             (n,), "evicted")
         if evicted:
+            self._forget_tail()  # evicted rows must not be sent from memory
             # If this fails, the freed pages are reused by the next inserts all the same.
             with contextlib.suppress(sqlite3.OperationalError):
                 self._db.execute("PRAGMA incremental_vacuum")

@@ -89,3 +89,35 @@ def test_the_committer_gathers_writes_that_arrive_together() -> None:
     late = gc.submit([10])
     gc.close()  # closing commits at once, without waiting out the gather
     assert late.seqs == [10] and groups == [10, 1]
+
+
+def test_live_rows_come_from_memory_exactly_as_stored(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    values: list[object] = [1, 2.5, True, "on", None, float("nan"), 10**20]
+    for k in range(30):
+        q.put([Reading(f"d{k % 3}", f"m{i}", v, "u" if i % 2 else None, 1000 * k + i,
+                       "good" if v is not None else "timeout")
+               for i, v in enumerate(values)])
+    stored = q.take_rows(0, 1000)
+    assert len(stored) == 210
+    got, after = [], 0
+    while rows := q.take_live(after, 50):  # as the forwarder does: each window after the last
+        got += rows
+        after = rows[-1][0]
+    assert got == stored
+    assert q.take_live(0, 10) == stored[:10]  # before what is kept: read from the file
+    q.close()
+
+
+def test_kept_rows_are_bounded_and_dropped_at_an_eviction(tmp_path: Path) -> None:
+    from agent import queue as queue_module
+
+    q = Queue(tmp_path / "q.db")
+    for k in range(30):  # nobody takes: the uplink is down
+        q.put(batch(500, start=500 * k))
+    assert len(q._tail) <= 2 * queue_module.TAIL
+    assert q.take_live(14_000, 5) == q.take_rows(14_000, 5)
+    q._evict_oldest(100, "max_bytes")  # a bound reached: evicted rows must not be sent
+    assert q._tail == []
+    assert q.take_live(0, 5) == q.take_rows(0, 5) and q.take_live(0, 5)[0][0] == 101
+    q.close()
