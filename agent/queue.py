@@ -1,34 +1,39 @@
 """The durable store-and-forward queue: every reading lives here until the broker acknowledged it.
 
-Invariants (each is tested in tests/test_queue.py and tests/test_queue_faults.py):
+Invariants (each is tested in tests/test_queue*.py):
 
 1. Durable on commit. `put()` writes one poll's readings in one transaction (WAL), shared with
    the other polls that finished meanwhile (group commit: one fsync for all); once it returns
    they survive a crash, and with `synchronous=full` (the default) a power cut. `normal`
-   writes the SD card less but may lose the last transactions on a power cut. Deletes after an
-   acknowledgement do not wait for the disk: the next put's sync covers them, and a power cut
-   before it can only bring acknowledged rows back (sent again: a duplicate, never a loss).
-   `submit()` is `put()` committed by a background thread: the caller does not wait (a poll
-   thread goes back to its devices while the disk syncs); `close()` commits what was submitted.
+   writes the SD card less but may lose the last transactions on a power cut. `submit()` is
+   `put()` committed by a background thread, which lets the polls submitted within GATHER
+   (5 ms) of each other share a transaction: the poll thread does not wait for the disk;
+   `close()` commits what was submitted. Deletes after an acknowledgement do not wait for the
+   disk: `ack_later()` (the forwarder's) rides in the committer's next transaction, `ack()`
+   commits without a sync of its own; a power cut before the next synced commit can only
+   bring acknowledged rows back (sent again: a duplicate, never a loss).
 2. One seq per reading, never reused. The seq comes from `meta.next_seq` in the same transaction
    as the rows, so it grows by exactly one per reading across restarts. A floor kept beside the
    database (`<path>.seq`, written ahead in steps of SEQ_RESERVE) keeps seqs from going back
    even when a corrupt database had to be replaced: the platform then sees an honest gap.
-3. Deleted only on acknowledgement or eviction. Rows leave through `ack(seqs)` (the broker
-   acknowledged them) or through eviction, which is counted in `meta.evicted`, logged once per
-   episode, and reported in `stats()`. Nothing else deletes.
+3. Deleted only on acknowledgement or eviction. Rows leave through `ack`/`ack_later` (the
+   broker acknowledged them) or through eviction (agent.queue_bounds), which is counted in
+   `meta.evicted`, logged once per episode, and reported in `stats()`. Nothing else deletes.
 4. Bounded. Used bytes stay under `max_bytes`, rows under `max_age`, and the disk keeps
    `min_free` bytes free; past a bound the oldest rows are evicted first. A full disk
    (SQLITE_FULL) evicts and retries; a locked database (a technician's sqlite3 shell) is waited
    for `busy_timeout`. Readings that still cannot be written wait in a bounded memory buffer
    (`MAX_PENDING`) and are written first by the next `put()`; overflow is counted as dropped.
-5. Ordered, and memory does not grow with the backlog. `take()` reads a bounded window in seq
-   order through the primary key; counters live in `meta`; nothing scans the whole backlog on a
-   hot path.
+5. Ordered, and memory does not grow with the backlog. `take_rows()` reads a bounded window in
+   seq order through the primary key; the live stream (`take_live()`) is served from the rows
+   of the last commits kept in memory, exactly as stored (at most 2 x TAIL, forgotten at any
+   eviction or recovery); counters live in `meta`; nothing scans the whole backlog on a hot
+   path.
 6. Self-healing. A file that is not a database or is corrupt, at open or later, is renamed
    `<path>.corrupt-<UTC time>` (with its -wal/-shm), logged, and replaced by a fresh queue.
 
-One connection, guarded by a lock, serves the poll threads (put) and the forwarder (take, ack).
+Two connections: the writer's, guarded by a lock (puts, deletes, bounds), and the reader's
+(agent.queue_read: windows and counters), which in WAL mode never waits for a commit.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import functools
 import json
 import math
 import os
-import shutil
 import sqlite3
 import threading
 import time
@@ -52,12 +56,13 @@ from agent import log
 from agent.clock import boot_id, current
 from agent.commit import GroupCommit, Ticket, Write
 from agent.errors import QueueError
-from agent.model import QueuedReading, Reading, Row, now_ms
+from agent.model import QueuedReading, Reading, Row
+from agent.queue_bounds import EVICTION_QUIET, Bounds, Limits
 from agent.queue_read import CORRUPT, Reader
 
+__all__ = ["Limits", "Queue", "QueueStats"]
+
 SEQ_RESERVE = 100_000
-BALLAST = 1_000_000
-EVICTION_QUIET = 60.0  # seconds without an eviction that end an eviction episode
 MAX_PENDING = 100_000
 GATHER = 0.005
 """Seconds the background committer lets submitted polls gather after the first one before it
@@ -105,15 +110,6 @@ def _insert_sql(rows: int, tagged: bool, first: bool = False) -> str:
 
 
 @dataclass(frozen=True, slots=True)
-class Limits:
-    """Bounds of the queue: 0 switches a bound off."""
-
-    max_bytes: int = 1_000_000_000
-    max_age: float = 0.0  # seconds
-    min_free: int = 100_000_000  # bytes kept free on the queue's filesystem
-
-
-@dataclass(frozen=True, slots=True)
 class QueueStats:
     """What is waiting and what the queue had to give up."""
 
@@ -127,7 +123,7 @@ class QueueStats:
     moved_aside: tuple[str, ...] = field(default_factory=tuple)  # corrupt files set aside
 
 
-class Queue:
+class Queue(Bounds):
     """The SQLite queue at `path` (created with its directory if missing)."""
 
     def __init__(self, path: str | Path, synchronous: Literal["full", "normal"] = "full",
@@ -340,33 +336,6 @@ class Queue:
             self._make_room(max(len(batch), self._depth() // 20, 1000))
             return self._insert(batch, spans)
 
-    def _make_room(self, n: int) -> None:
-        """Disk full: empty the WAL, give up the ballast, evict the oldest, shrink the file."""
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        self._ballast(release=True)
-        self._evict_oldest(n, "disk_full")
-        with contextlib.suppress(sqlite3.Error):
-            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-
-    def _ballast(self, release: bool = False) -> None:
-        """A BALLAST-byte file beside the queue, given up when the disk is full so that there
-        is room to evict (deleting rows needs a little space too), and put back once there is
-        room again."""
-        path = self.path.with_name(self.path.name + ".ballast")
-        try:
-            if release:
-                if path.exists():
-                    path.unlink()
-                    self._log.warning("disk full: released the queue's ballast", bytes=BALLAST)
-            elif not path.exists() and shutil.disk_usage(path.parent).free > 4 * BALLAST:
-                with open(path, "wb") as f:
-                    f.truncate(0)
-                    os.posix_fallocate(f.fileno(), 0, BALLAST)
-        except OSError:
-            with contextlib.suppress(OSError):
-                path.unlink()
-
     def _insert(self, batch: list[Reading], spans: Sequence[tuple[int, int]] = ()) -> int:
         clock = current()
         tag = None if clock.synced() else f"{boot_id()}:{clock.now_ms() - clock.mono_ms()}"
@@ -552,66 +521,6 @@ class Queue:
         """Roll back if a transaction is still open (SQLite ends some on its own, e.g. on FULL)."""
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
-
-    # bounds
-    def _depth(self) -> int:
-        return int(self._db.execute("SELECT value FROM meta WHERE key='depth'").fetchone()[0])
-
-    def _used_bytes(self) -> int:
-        pages = self._db.execute("PRAGMA page_count").fetchone()[0]
-        free = self._db.execute("PRAGMA freelist_count").fetchone()[0]
-        size = self._db.execute("PRAGMA page_size").fetchone()[0]
-        return int((pages - free) * size)
-
-    def _evict_oldest(self, n: int, reason: str) -> int:
-        """Delete the `n` oldest rows, counted as evicted, and give their pages back to the disk."""
-        evicted = self._delete(
-            "DELETE FROM readings WHERE seq IN (SELECT seq FROM readings ORDER BY seq LIMIT ?)",
-            (n,), "evicted")
-        if evicted:
-            self._forget_tail()  # evicted rows must not be sent from memory
-            # If this fails, the freed pages are reused by the next inserts all the same.
-            with contextlib.suppress(sqlite3.OperationalError):
-                self._db.execute("PRAGMA incremental_vacuum")
-            self._last_eviction = time.monotonic()
-            self._full_ep.failed(reason, evicted_now=evicted, evicted_total=self._evicted())
-        return evicted
-
-    def _evicted(self) -> int:
-        return int(self._db.execute("SELECT value FROM meta WHERE key='evicted'").fetchone()[0])
-
-    def _enforce_limits(self, force: bool = False) -> None:
-        """Evict oldest-first past any bound; checked at most every `check_every` s."""
-        now = time.monotonic()
-        if not force and now - self._last_check < self._check_every:
-            return
-        self._last_check = now
-        lim, evicted = self.limits, 0
-        used = self._used_bytes()
-        if lim.max_bytes and used > lim.max_bytes:
-            share = (used - lim.max_bytes * 0.9) / used
-            evicted += self._evict_oldest(max(1, math.ceil(self._depth() * share)), "max_bytes")
-        if lim.max_age:
-            cutoff = now_ms() - int(lim.max_age * 1000)
-            while True:
-                old = self._db.execute(
-                    "SELECT seq, ts FROM readings ORDER BY seq LIMIT 1000").fetchall()
-                n = next((i for i, (_, ts) in enumerate(old) if ts >= cutoff), len(old))
-                evicted += self._evict_oldest(n, "max_age") if n else 0
-                if n < 1000:
-                    break
-        if lim.min_free and shutil.disk_usage(self.path.parent).free < lim.min_free:
-            # the WAL is the cheapest space to give back; then the oldest readings
-            with contextlib.suppress(sqlite3.Error):
-                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-            if shutil.disk_usage(self.path.parent).free < lim.min_free:
-                evicted += self._evict_oldest(max(1000, self._depth() // 20), "min_free")
-                with contextlib.suppress(sqlite3.Error):
-                    self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        if not evicted and time.monotonic() - self._last_eviction >= EVICTION_QUIET:
-            # a queue held at its bound evicts every few puts: one episode, not one per put
-            self._full_ep.recovered(evicted_total=self._evicted())
-        self._ballast()
 
     def close(self) -> None:
         """Commit what was submitted, checkpoint the WAL and close; idempotent."""

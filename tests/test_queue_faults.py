@@ -16,6 +16,7 @@ import pytest
 import structlog
 
 import agent.queue as queue_mod
+import agent.queue_bounds as bounds_mod
 from agent.model import Reading, now_ms
 from agent.queue import Limits, Queue
 from tests.support import wait_until
@@ -193,7 +194,7 @@ def test_synchronous_full_by_default_normal_on_request(tmp_path: Path) -> None:
 
 def test_an_eviction_episode_is_logged_once_then_its_end(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(queue_mod, "EVICTION_QUIET", 0.3)
+    monkeypatch.setattr(bounds_mod, "EVICTION_QUIET", 0.3)
     q = Queue(tmp_path / "q.db", limits=Limits(max_bytes=200_000, min_free=0), check_every=0)
     with structlog.testing.capture_logs() as logs:
         for _ in range(60):  # held at its bound: evicting every few puts
