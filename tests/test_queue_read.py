@@ -121,3 +121,20 @@ def test_kept_rows_are_bounded_and_dropped_at_an_eviction(tmp_path: Path) -> Non
     assert q._tail == []
     assert q.take_live(0, 5) == q.take_rows(0, 5) and q.take_live(0, 5)[0][0] == 101
     q.close()
+
+
+def test_a_file_corrupted_while_running_is_set_aside_by_a_read(tmp_path: Path) -> None:
+    path = tmp_path / "q.db"
+    q = Queue(path)
+    q.put(batch(2000))  # many pages of rows
+    q._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # all in the main file
+    size = path.stat().st_size
+    with open(path, "r+b") as f:  # a bad sector under the rows, the schema page intact
+        f.seek(3 * 4096)
+        f.write(b"\xde\xad" * ((size - 3 * 4096) // 2))
+    assert q.take_rows(0, 100) == []  # read -> corrupt -> moved aside -> the fresh file
+    st = q.stats()
+    assert len(st.moved_aside) == 1 and Path(st.moved_aside[0]).exists() and st.depth == 0
+    assert q.put(batch(1))[0] > 2000, "a seq the platform may have seen is never reused"
+    assert [r[0] for r in q.take_rows(0, 10)] == [q.stats().next_seq - 1]
+    q.close()
