@@ -7,8 +7,10 @@ leads the next one. `submit` hands a write to a background committer thread and 
 once, so a poll thread (a bus worker) goes back to its devices while the disk syncs; its
 `Ticket` says when the write is committed, and `done` is called then. Writes are committed in
 arrival order; at most `max_waiting` submitted readings wait, past that `submit` blocks until
-the committer caught up (memory stays bounded when the disk is slow). `close` commits what
-was submitted before it returns.
+the committer caught up (memory stays bounded when the disk is slow). With `gather` the
+committer lets submitted writes join for up to that long after the first one (or until half
+of `max_waiting` waits): a device polled back to back pays one transaction per gather, not one
+per poll. `close` commits what was submitted at once, before it returns.
 
 The commit itself is the caller's function: it writes a group and sets each write's `seqs`
 (or raises, which fails every write of the group that has no seqs yet).
@@ -161,7 +163,7 @@ class GroupCommit(Generic[T]):
                        and self._submitted < self._max_waiting // 2
                        and (left := self._since + self._gather - time.monotonic()) > 0):
                     self.cond.wait(left)
-                if self._committing:
+                if self._committing or not self._line:  # a put() led the commit meanwhile
                     continue
                 group = self._take()
             try:
