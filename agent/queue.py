@@ -281,7 +281,7 @@ class Queue(Bounds):
         try:
             with self._lock:
                 with self._acked_lock:
-                    spans, self._acked = self._acked, []
+                    spans, self._acked = _merge(self._acked), []
                 held = len(self._pending)
                 batch = self._pending + [r for p in group for r in p.items]
                 if not batch:
@@ -564,6 +564,20 @@ def _spans(seqs: Iterable[int]) -> list[tuple[int, int]]:
         else:
             spans.append((s, s))
     return spans
+
+
+def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans acknowledged message by message, merged into as few runs as possible: a backlog
+    of interleaved devices is acknowledged one device's message at a time (every 4th seq),
+    and together the messages of a window cover one run, one DELETE."""
+    merged: list[tuple[int, int]] = []
+    for first, last in sorted(spans):
+        if merged and first <= merged[-1][1] + 1:
+            if last > merged[-1][1]:
+                merged[-1] = (merged[-1][0], last)
+        else:
+            merged.append((first, last))
+    return merged
 
 
 def _code(exc: sqlite3.Error) -> int:
