@@ -64,10 +64,9 @@ class Reader:
         upper = before_seq if before_seq is not None else _LAST
         # One JSON array of the rows, built by SQLite in one step. Values stay their JSON text.
         ((text,),) = self._read(_TAKE, (after_seq, upper, limit))
-        rows: list[Row] = [tuple(r) for r in json.loads(text)]
-        if any(rows[i][0] >= rows[i + 1][0] for i in range(len(rows) - 1)):
-            rows.sort()  # SQLite < 3.44 does not promise an aggregate's order
-        return rows
+        rows: list[Row] = list(map(tuple, json.loads(text)))
+        ordered = sorted(rows)  # seqs are unique: compared by seq alone, in C
+        return rows if ordered == rows else ordered  # SQLite < 3.44: no aggregate order
 
     def counters(self) -> Counters:
         """The counters in `meta`, the oldest reading's ts and the bytes used by rows."""
