@@ -1,8 +1,15 @@
-"""The backlog rate cap, on a clock the test moves."""
+"""The backlog rate cap, on a clock the test moves; a backlog that is evicted while it drains."""
 
 from __future__ import annotations
 
-from agent.forwarder import TokenBucket
+import json
+import threading
+from pathlib import Path
+
+from agent.forwarder import Forwarder, TokenBucket
+from agent.model import Reading
+from agent.mqtt_config import MqttConfig
+from agent.queue import Queue
 
 
 def test_token_bucket_caps_backlog_readings_per_second() -> None:
@@ -28,3 +35,47 @@ def test_token_bucket_caps_backlog_readings_per_second() -> None:
 def test_no_cap_means_no_wait() -> None:
     bucket = TokenBucket(0)
     assert bucket.available() >= 2**31 - 1 and bucket.wait_time() == 0
+
+
+class FakeUplink:
+    """Records what the forwarder publishes; acknowledges only when the test says so."""
+
+    def __init__(self) -> None:
+        self.connected = threading.Event()
+        self.connected.set()
+        self.sent: dict[int, list[int]] = {}  # mid -> seqs carried
+        self._mid = 0
+
+    def publish(self, topic: str, payload: bytes, qos: int | None = None,
+                retain: bool = False) -> int:
+        self._mid += 1
+        self.sent[self._mid] = [r["seq"] for r in json.loads(payload)["readings"]]
+        return self._mid
+
+
+def test_readings_evicted_while_the_backlog_drains_are_not_sent(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    for k in range(10):  # 5,000 readings queued while offline
+        q.put([Reading("plc", "m", 500 * k + i, None, 500 * k + i) for i in range(500)])
+    uplink = FakeUplink()
+    f = Forwarder(q, "gw", MqttConfig(host="127.0.0.1", linger=0))
+    f.uplink = uplink
+    f._rewind()  # all of it is backlog
+    assert f._send_some()  # 20 messages in flight: seqs 1..2000
+    assert sorted(s for seqs in uplink.sent.values() for s in seqs) == list(range(1, 2001))
+    q._evict_oldest(3000, "max_bytes")  # the disk filled: 1..3000 are evicted, unsent or not
+    for mid in list(uplink.sent):
+        f.on_ack(mid, True)
+    f._process_acks()
+    before = set(uplink.sent)
+    assert f._send_some()
+    after = [s for mid, seqs in uplink.sent.items() if mid not in before for s in seqs]
+    assert after and min(after) == 3001, "an evicted reading was sent"
+    while f._send_some() or f.inflight:  # drain the rest, acknowledging as the broker would
+        for mid in list(f._inflight):
+            f.on_ack(mid, True)
+        f._process_acks()
+    sent = sorted(s for seqs in uplink.sent.values() for s in seqs)
+    assert sent == list(range(1, 2001)) + list(range(3001, 5001))  # each once, none evicted
+    f.stop()
+    q.close()
