@@ -104,7 +104,7 @@ def run_demo(duration: float | None = None, out: TextIO = sys.stdout) -> int:
     with tempfile.TemporaryDirectory(prefix="edge-agent-demo-") as tmp:
         workdir = Path(tmp)
         try:
-            broker = LocalBroker(workdir / "broker")
+            broker = LocalBroker(workdir / "broker", own_session=True)
             broker.start()
         except RuntimeError as exc:
             print(f"edge-agent demo: {exc}", file=sys.stderr)

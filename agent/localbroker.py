@@ -53,8 +53,10 @@ class LocalBroker:
 
     def __init__(self, workdir: str | Path, port: int | None = None,
                  persistent: bool = False, listener_options: list[str] | None = None,
-                 anonymous: bool = True) -> None:
+                 anonymous: bool = True, own_session: bool = False) -> None:
         self.workdir = Path(workdir)
+        self.own_session = own_session  # out of the terminal's reach: Ctrl-C stops the owner,
+        # which then stops the broker after the agent said goodbye (the demo)
         self.port = port or free_port()
         self.persistent = persistent
         self.listener_options = listener_options or []  # e.g. certfile/keyfile, password_file
@@ -77,7 +79,8 @@ class LocalBroker:
         conf.write_text("\n".join(lines) + "\n")
         logf = (self.workdir / "mosquitto.log").open("ab")
         self.proc = subprocess.Popen([self.binary, "-c", str(conf)], stdout=logf, stderr=logf,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL,
+                                     start_new_session=self.own_session)
         logf.close()
         if not wait_port(self.port, timeout):
             self.stop()
