@@ -274,6 +274,11 @@ class Queue(Bounds):
         while the disk syncs; `close()` commits what was submitted first."""
         return self._group.submit(readings, done)
 
+    def flush(self) -> None:
+        """Commit what was submitted and delete what was acknowledged (`ack_later`); returns
+        once done, so that `stats()` counts only what is really still to send."""
+        self._group.put([])
+
     def _commit(self, group: list[Write[Reading]]) -> None:
         """Write the held readings and every put of `group`, and delete what was acknowledged
         since the last commit (`ack_later`), in one transaction."""

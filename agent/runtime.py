@@ -107,6 +107,7 @@ class Agent:
         self.scheduler.stop()
         self.forwarder.stop(grace=2.0)
         self.publisher.stop()
+        self.queue.flush()  # the deletions of what the broker acknowledged last
         self.status.write(self, "stopped")
         stats = self.queue.stats()
         self.queue.close()
