@@ -138,3 +138,14 @@ def test_a_file_corrupted_while_running_is_set_aside_by_a_read(tmp_path: Path) -
     assert q.put(batch(1))[0] > 2000, "a seq the platform may have seen is never reused"
     assert [r[0] for r in q.take_rows(0, 10)] == [q.stats().next_seq - 1]
     q.close()
+
+
+def test_flush_commits_acknowledged_deletions_without_waiting(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    q.put(batch(5))
+    q._group._gather = 30.0  # the committer would sit on the deletion for 30 s
+    q.ack_later([1, 2])
+    assert q.stats().depth == 5  # not yet deleted
+    q.flush()
+    assert q.stats().depth == 3 and [r[0] for r in q.take_rows(0, 10)] == [3, 4, 5]
+    q.close()  # closing does not wait out the gather either
