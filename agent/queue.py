@@ -561,14 +561,7 @@ def _row(r: Reading) -> tuple[str, str, str, str | None, int, str]:
 
 def _spans(seqs: Iterable[int]) -> list[tuple[int, int]]:
     """Seqs as (first, last) runs of consecutive numbers: one DELETE per run, not per row."""
-    spans: list[tuple[int, int]] = []
-    for s in sorted(seqs):
-        if spans and s <= spans[-1][1] + 1:
-            if s > spans[-1][1]:
-                spans[-1] = (spans[-1][0], s)
-        else:
-            spans.append((s, s))
-    return spans
+    return _merge([(s, s) for s in seqs])
 
 
 def _merge(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
