@@ -4,11 +4,12 @@ It owns the in-flight table (message id -> seqs it carried) and two send positio
 (queued while connected, seq > `_live_after`) go first; backlog (rows queued while the uplink
 was down or before this start, kept as seq spans) drains beside them, flagged `historical`,
 within an optional readings/s cap so a fleet reconnecting at once does not flatten the platform.
-Within each stream a device's readings leave in seq order. Acknowledgements arrive on paho's
-thread and are only recorded there; this thread turns them into deletions, one transaction per
-wake-up. When an acknowledgement fails or never comes while connected (`ack_timeout`),
-everything still queued becomes backlog again and is re-sent with the same seqs: duplicates are
-possible, loss is not.
+Within each stream a device's readings leave in seq order; live rows come from the queue's
+memory of its last commits (`take_live`), backlog from the file. Acknowledgements arrive on
+paho's thread and are only recorded there; this thread hands them to the queue, whose
+committer deletes them in its next transaction (`ack_later`). When an acknowledgement fails
+or never comes while connected (`ack_timeout`), everything still queued becomes backlog again
+and is re-sent with the same seqs: duplicates are possible, loss is not.
 """
 
 from __future__ import annotations
