@@ -455,9 +455,10 @@ class Queue(Bounds):
         try:
             return self._group.submit([])  # wakes the committer even if no poll comes
         except QueueError:  # closing: delete now
-            with self._lock, self._acked_lock:
-                spans, self._acked = self._acked, []
-                self._delete_acked(spans)
+            with self._lock:
+                with self._acked_lock:
+                    spans, self._acked = _merge(self._acked), []
+                self._delete_acked(spans)  # which takes _acked_lock again if it must keep them
             return None
 
     def _delete_acked(self, spans: list[tuple[int, int]]) -> None:

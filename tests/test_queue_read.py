@@ -149,3 +149,20 @@ def test_flush_commits_acknowledged_deletions_without_waiting(tmp_path: Path) ->
     q.flush()
     assert q.stats().depth == 3 and [r[0] for r in q.take_rows(0, 10)] == [3, 4, 5]
     q.close()  # closing does not wait out the gather either
+
+
+def test_acks_after_close_neither_hang_nor_raise(tmp_path: Path) -> None:
+    q = Queue(tmp_path / "q.db")
+    q.put(batch(3))
+    q.close()
+    done = threading.Event()
+
+    def late_ack() -> None:  # a PUBACK processed while the agent stops
+        assert q.ack_later([1, 2]) is None
+        done.set()
+
+    threading.Thread(target=late_ack, daemon=True).start()
+    assert done.wait(10), "ack_later on a closed queue hung"
+    q = Queue(tmp_path / "q.db")
+    assert q.stats().depth == 3  # not deleted: sent again after the restart, never lost
+    q.close()
