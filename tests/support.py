@@ -40,15 +40,19 @@ def next_seq_in(db: Path) -> int:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02,
-               what: str = "condition") -> Any:
-    """Poll `predicate` until it returns something truthy; fail the test after `timeout` s."""
+               what: str = "condition", error: type[Exception] | None = None) -> Any:
+    """Poll `predicate` until it returns something truthy; after `timeout` s fail the test, or
+    raise `error` (the benchmarks, which run outside pytest)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout}s waiting for {what}")
+            message = f"timed out after {timeout:g} s waiting for {what}"
+            if error is not None:
+                raise error(message)
+            pytest.fail(message)
         time.sleep(interval)
 
 

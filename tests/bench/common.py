@@ -17,6 +17,7 @@ from typing import Any
 from agent.clock import SYSTEM
 from agent.model import Reading, now_ms
 from agent.queue import Queue
+from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 EDGE_AGENT = str(Path(sys.executable).parent / "edge-agent")
@@ -30,14 +31,7 @@ class BenchError(RuntimeError):
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str,
              interval: float = 0.05) -> Any:
     """Poll `predicate` until truthy; BenchError after `timeout` s."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise BenchError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)
+    return wait_until(predicate, timeout, interval, what, error=BenchError)
 
 
 def fill(db: Path, n: int, devices: int = 4) -> float:

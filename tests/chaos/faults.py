@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tests.chaos.world import DEVICES, World
+from tests.support import wait_until
 
 KINDS = ("broker_kill", "broker_restart", "broker_pause", "agent_kill", "modbus_kill",
          "serial_vanish", "garbage", "disk_full", "reload_valid", "reload_invalid", "net_cut")
@@ -41,11 +42,7 @@ class ChaosError(RuntimeError):
 
 def poll(predicate: Callable[[], object], timeout: float, what: str) -> None:
     """Poll until `predicate()` is truthy, else ChaosError (no sleep is synchronization)."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise ChaosError(f"timed out after {timeout:g}s waiting for {what}")
-        time.sleep(0.02)
+    wait_until(predicate, timeout, 0.02, what, error=ChaosError)
 
 
 @dataclass(frozen=True)
