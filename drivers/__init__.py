@@ -1,37 +1,5 @@
-"""The driver registry: YAML `driver:` name -> driver class. One line per driver.
+"""Drivers: each turns one kind of device's bytes into readings (and values into bytes).
 
-The registry key, the module name and the YAML `driver:` value are the same word. Each driver
-class carries its pydantic `config_model`; the config loader builds the device union from them.
+`drivers.base` is the Driver protocol, `drivers.registry` the YAML `driver:` name -> class map.
+Drivers import only agent.core, agent.transport and their own package.
 """
-
-from __future__ import annotations
-
-from collections.abc import Mapping
-
-from agent.bus import Port
-from drivers.base import DeviceConfig, Driver, DriverClass
-from drivers.modbus_ascii import ModbusAscii
-from drivers.modbus_rtu import ModbusRtu
-from drivers.modbus_tcp import ModbusTcp, ModbusTcpConfig
-from drivers.serial_line import SerialLine
-
-REGISTRY: dict[str, DriverClass] = {
-    "modbus_tcp": ModbusTcp,
-    "modbus_rtu": ModbusRtu,
-    "modbus_ascii": ModbusAscii,
-    "serial_line": SerialLine,
-}
-
-CONFIG_MODELS: dict[str, type[DeviceConfig]] = {
-    name: cls.config_model for name, cls in REGISTRY.items()
-}
-
-
-def create(config: DeviceConfig, ports: Mapping[str, Port] | None = None) -> Driver:
-    """The driver instance for one validated device config, bound to the buses' ports."""
-    cls = REGISTRY[config.driver]
-    assert isinstance(config, cls.config_model)
-    return cls(config, ports or {})
-
-
-__all__ = ["CONFIG_MODELS", "REGISTRY", "ModbusTcpConfig", "create"]

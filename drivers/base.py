@@ -1,7 +1,7 @@
 """What every driver is: its config base model and the `Driver` protocol.
 
 A driver turns bytes from one device into `Reading`s and nothing else. It is built with the
-ports of the configured buses (`agent.bus`: the core owns every shared line), opened once,
+ports of the configured buses (`agent.transport.ports`: the core owns every line), opened once,
 polled at the device's interval by the core (which owns retries, backoff, logging, the queue
 and offline/online reporting), and closed on shutdown or reload. A driver raises `DriverError`
 subclasses for failures of the whole poll, and returns readings with a non-"good" quality for
@@ -13,23 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from agent.model import Reading
-from agent.units import Duration
+from agent.core.configbase import NAME_PATTERN, Strict
+from agent.core.model import Reading
+from agent.core.units import Duration
 
 if TYPE_CHECKING:
-    from agent.bus import Port
-
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-"""Device and metric names: they become MQTT topic levels, so no '/', '+', '#' or spaces."""
-
-
-class Strict(BaseModel):
-    """Base of every config model: frozen, unknown keys are errors (typos must not pass)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
+    from agent.transport.ports import Port
 
 class DeviceConfig(Strict):
     """Keys every device has, whatever its driver."""

@@ -120,7 +120,7 @@ install_venv() {
   cp -r "$SRC/config" "$OPT/config"  # examples, JSON Schemas, shipped profiles
   # The shipped sensor profiles where the installed agent looks for them.
   local shipped
-  shipped=$("$VENV/bin/python" -I -c 'from agent.profiles import SHIPPED; print(SHIPPED)')
+  shipped=$("$VENV/bin/python" -I -c 'from agent.config.profiles import SHIPPED; print(SHIPPED)')
   if [ ! -e "$shipped" ] || [ "$(realpath "$shipped")" != "$(realpath "$SRC/config/profiles")" ]
   then
     rm -rf "$shipped" && mkdir -p "$shipped" && cp "$SRC"/config/profiles/*.yaml "$shipped/"

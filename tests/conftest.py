@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from hypothesis import settings
 
-from agent.config import load_config
-from agent.localbroker import LocalBroker, find_mosquitto, free_port
-from agent.runtime import Agent
-from agent.simulator import ModbusSimulator
+from agent.config.load import load_config
+from agent.service.runtime import Agent
+from agent.sim.broker import LocalBroker, find_mosquitto, free_port
+from agent.sim.modbus import ModbusSimulator
 from tests.support import Collector, RunAgent, modbus_device, write_config
 
 # Hypothesis's per-example deadline is a timing assertion: on a loaded 2-core CI machine it

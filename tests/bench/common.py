@@ -14,9 +14,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from agent.clock import SYSTEM
-from agent.model import Reading, now_ms
-from agent.queue import Queue
+from agent.core.clock import SYSTEM
+from agent.core.model import Reading, now_ms
+from agent.queue.store import Queue
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

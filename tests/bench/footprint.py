@@ -16,10 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from agent.linesim import LineSensor
-from agent.localbroker import LocalBroker, free_port
-from agent.serialsim import NullModem, SerialSimulator
-from agent.simulator import ModbusSimulator
+from agent.sim.broker import LocalBroker, free_port
+from agent.sim.modbus import ModbusSimulator
 from tests.bench.common import (
     AgentProcess,
     Counter,
@@ -30,6 +28,8 @@ from tests.bench.common import (
     trusted,
     wait_for,
 )
+from tests.peers.line_sensor import LineSensor
+from tests.peers.serial_modbus import NullModem, SerialSimulator
 from tests.support import modbus_device, write_config
 
 TCP_DEVICES, RTU_UNITS = 25, 4

@@ -18,13 +18,13 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from agent import log
-from agent.config import AgentConfig
-from agent.localbroker import LocalBroker, free_port
-from agent.model import Reading, now_ms
-from agent.runtime import Agent
-from agent.scheduler import DeviceRunner
-from agent.simulator import ModbusSimulator
+from agent.config.load import AgentConfig
+from agent.core import log
+from agent.core.model import Reading, now_ms
+from agent.polling.runner import DeviceRunner
+from agent.service.runtime import Agent
+from agent.sim.broker import LocalBroker, free_port
+from agent.sim.modbus import ModbusSimulator
 from drivers.base import DeviceConfig
 from tests.bench.common import (
     ROOT,
@@ -331,7 +331,7 @@ def _scattered_plan() -> dict[str, int]:
     """60 float32 points spread over 300 input registers: requests per cycle."""
     import random
 
-    from drivers.modbus_plan import Span, plan
+    from drivers.modbus.plan import Span, plan
 
     rng = random.Random(60)
     addresses = sorted(rng.sample(range(0, 300, 2), 60))

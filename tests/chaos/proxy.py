@@ -16,7 +16,7 @@ import contextlib
 import socket
 import threading
 
-from agent.localbroker import free_port
+from agent.sim.broker import free_port
 
 
 class CutProxy:

@@ -21,11 +21,11 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from agent.linesim import LineSensor
-from agent.localbroker import LocalBroker, free_port
-from agent.serialsim import NullModem, SerialSimulator
-from agent.simulator import ModbusSimulator
+from agent.sim.broker import LocalBroker, free_port
+from agent.sim.modbus import ModbusSimulator
 from tests.chaos.proxy import CutProxy
+from tests.peers.line_sensor import LineSensor
+from tests.peers.serial_modbus import NullModem, SerialSimulator
 from tests.support import EDGE_AGENT, Collector, next_seq_in
 
 DEVICES = ("plc", "rtu", "line")

@@ -1,0 +1,2 @@
+"""The `edge-agent` command line: one module per command.
+"""

@@ -1,0 +1,4 @@
+"""The centre: small frozen types, errors, units, time, logging and the config base.
+
+Imports nothing else of ours.
+"""

@@ -1,0 +1,172 @@
+"""Group commit for the queue: the writes of many threads in one transaction, one fsync.
+
+`GroupCommit` owns the line of writes waiting to be committed and who commits them. A
+synchronous `put` that arrives while a commit runs waits for it, then goes into the next
+transaction together with every write that arrived meanwhile; whoever finds no commit running
+leads the next one. `submit` hands a write to a background committer thread and returns at
+once, so a poll thread (a bus worker) goes back to its devices while the disk syncs; its
+`Ticket` says when the write is committed, and `done` is called then. Writes are committed in
+arrival order; at most `max_waiting` submitted readings wait, past that `submit` blocks until
+the committer caught up (memory stays bounded when the disk is slow). With `gather` the
+committer lets submitted writes join for up to that long after the first one (or until half
+of `max_waiting` waits): a device polled back to back pays one transaction per gather, not one
+per poll. `close` commits what was submitted at once, before it returns.
+
+The commit itself is the caller's function: it writes a group and sets each write's `seqs`
+(or raises, which fails every write of the group that has no seqs yet).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+from agent.core import log
+from agent.core.errors import QueueError
+
+T = TypeVar("T")
+
+
+class Write(Generic[T]):
+    """One caller's items waiting for their group's commit; a `Ticket` for `submit`."""
+
+    __slots__ = ("_owner", "done", "error", "items", "seqs", "submitted")
+
+    def __init__(self, owner: GroupCommit[T], items: Sequence[T], submitted: bool = False,
+                 done: Callable[[Write[T]], None] | None = None) -> None:
+        self._owner = owner
+        self.items = items
+        self.submitted = submitted  # by submit(): counted in the committer's line
+        self.done = done
+        self.seqs: list[int] | None = None  # set by the commit (or [] if held or failed)
+        self.error: BaseException | None = None
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until committed (or failed); False if `timeout` passed first."""
+        with self._owner.cond:
+            return self._owner.cond.wait_for(lambda: self.seqs is not None, timeout)
+
+
+Ticket = Write
+
+
+class GroupCommit(Generic[T]):
+    """Commits writes in groups with `commit(group)`; see the module docstring."""
+
+    def __init__(self, commit: Callable[[list[Write[T]]], None],
+                 max_waiting: int = 1_000, gather: float = 0.0) -> None:
+        self._commit = commit
+        self._max_waiting = max_waiting
+        self._gather = gather
+        self._since = 0.0  # when the first write now waiting arrived
+        self.cond = threading.Condition(threading.Lock())
+        self._line: list[Write[T]] = []
+        self._committing = False
+        self._submitted = 0  # items submitted and not yet committed
+        self._closing = False
+        self._thread: threading.Thread | None = None
+        self._log = log.get("queue")
+        self.commits = 0  # transactions run (for tests and benchmarks)
+
+    def put(self, items: Sequence[T]) -> list[int]:
+        """Commit `items` (with whatever else is waiting); returns their seqs once written."""
+        mine: Write[T] = Write(self, items)
+        with self.cond:
+            self._line.append(mine)
+            while self._committing and mine.seqs is None:
+                self.cond.wait()
+            group = self._take() if mine.seqs is None else []
+        if group:
+            self._lead(group)
+        if mine.error is not None:
+            raise mine.error
+        assert mine.seqs is not None
+        return mine.seqs
+
+    def submit(self, items: Sequence[T],
+               done: Callable[[Write[T]], None] | None = None) -> Ticket[T]:
+        """Hand `items` to the background committer; returns at once (unless too much is
+        waiting already). `done(ticket)` runs once they are committed or failed."""
+        ticket: Write[T] = Write(self, items, True, done)
+        with self.cond:
+            while (self._submitted and self._submitted + len(items) > self._max_waiting
+                   and not self._closing):
+                self.cond.wait()
+            if self._closing:
+                raise QueueError("the queue is closed")
+            if not self._line:
+                self._since = time.monotonic()
+            self._line.append(ticket)
+            self._submitted += len(items)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="queue-commit",
+                                                daemon=True)
+                self._thread.start()
+            if not self._gather or len(self._line) == 1 or (
+                    self._submitted >= self._max_waiting // 2):
+                self.cond.notify_all()  # gathering: only the first write wakes the committer
+        return ticket
+
+    def close(self) -> None:
+        """Commit everything submitted so far, then stop the committer; idempotent."""
+        with self.cond:
+            self._closing = True
+            self.cond.notify_all()
+            thread = self._thread
+        if thread is not None:
+            thread.join()
+
+    def _take(self) -> list[Write[T]]:
+        """Under `cond`, with no commit running: lead one for everything in line."""
+        self._committing = True
+        group, self._line = self._line, []
+        return group
+
+    def _lead(self, group: list[Write[T]]) -> None:
+        try:
+            self.commits += 1
+            self._commit(group)
+        except BaseException as exc:
+            for w in group:
+                if w.seqs is None:
+                    w.error = exc
+            raise
+        finally:
+            with self.cond:
+                self._committing = False
+                for w in group:
+                    if w.seqs is None:  # the commit raised before it got to this one
+                        w.seqs = []
+                        w.error = w.error or QueueError("queue commit failed")
+                    if w.submitted:
+                        self._submitted -= len(w.items)
+                self.cond.notify_all()
+            for w in group:
+                if w.done is not None:
+                    try:
+                        w.done(w)
+                    except Exception as exc:  # a caller's bug must not stop the committer
+                        self._log.exception("queue commit callback failed", error=repr(exc))
+
+    def _run(self) -> None:
+        """The background committer: leads a commit whenever writes wait and none runs."""
+        while True:
+            with self.cond:
+                while not self._line or self._committing:
+                    if self._closing and not self._line and not self._committing:
+                        return
+                    self.cond.wait()
+                # gather: let more writes join this commit, up to `gather` s after the first
+                while (not self._closing and not self._committing
+                       and self._submitted < self._max_waiting // 2
+                       and (left := self._since + self._gather - time.monotonic()) > 0):
+                    self.cond.wait(left)
+                if self._committing or not self._line:  # a put() led the commit meanwhile
+                    continue
+                group = self._take()
+            try:
+                self._lead(group)
+            except Exception as exc:  # already on each write (their `done` saw it): go on
+                self._log.warning("queue commit failed", error=repr(exc))

@@ -1,0 +1,122 @@
+"""Health: one snapshot of what the agent is doing, for the platform and for the technician.
+
+`snapshot(agent)` reads only state the core already keeps (runners, queue counters, uplink,
+clock) and never touches a device, so taking it cannot slow polling. The same dict is published
+on `{prefix}/{gateway}/health` (schema: config/schemas/health.schema.json) and shown by
+`edge-agent status`.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent import __version__
+from agent.core import log
+from agent.core.clock import current
+from agent.core.errors import AgentError
+from agent.uplink.contract import PAYLOAD_VERSION, health_topic
+
+if TYPE_CHECKING:
+    from agent.service.runtime import Agent
+
+_THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
+
+
+def cpu_temp_c() -> float | None:
+    """The SoC temperature where the board reports it (Raspberry Pi: thermal_zone0)."""
+    try:
+        return round(int(_THERMAL.read_text().strip()) / 1000, 1)
+    except (OSError, ValueError):
+        return None
+
+
+def snapshot(agent: Agent) -> dict[str, Any]:
+    clock = current()
+    now = clock.now_ms()
+    q = agent.queue.stats()
+    up = agent.publisher
+    try:
+        disk_free = shutil.disk_usage(agent.queue.path.parent).free
+    except OSError:
+        disk_free = None
+    return {
+        "v": PAYLOAD_VERSION,
+        "gateway": agent.config.gateway.id,
+        "ts": now,
+        "version": __version__,
+        "uptime_s": round(time.monotonic() - agent.started_at, 1),
+        "clock_synced": clock.synced(),
+        "queue": {
+            "depth": q.depth,
+            "oldest_age_s": None if q.oldest_ts is None else round((now - q.oldest_ts) / 1000, 1),
+            "bytes": q.bytes,
+            "evicted": q.evicted,
+            "dropped": q.dropped,
+            "pending": q.pending,
+            "moved_aside": list(q.moved_aside),
+        },
+        "uplink": {
+            "connected": up.connected.is_set(),
+            "since": up.connected_since_ms,
+            "last_ack": agent.forwarder.last_ack_ms,
+            "reconnects": up.reconnects,
+            "last_error": up.last_error,
+        },
+        "published": agent.forwarder.published,
+        "disk_free_bytes": disk_free,
+        "cpu_temp_c": cpu_temp_c(),
+        "devices": {
+            r.name: {
+                "state": r.state,
+                "last_ok": r.last_ok_ms,
+                "last_error": r.last_error,
+                "last_error_ts": r.last_error_ms,
+                "polls": r.polls,
+            }
+            for r in agent.runners
+        },
+    }
+
+
+class HealthReporter:
+    """Publishes the snapshot (QoS 1, retained) every `interval` s while the uplink is up.
+
+    Nothing is queued for health while offline: the next message after reconnect says it all.
+    """
+
+    def __init__(self, agent: Agent, interval: float) -> None:
+        self._agent = agent
+        self._interval = interval
+        self._topic = health_topic(agent.config.mqtt.topic_prefix, agent.config.gateway.id)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = log.get("health")
+        self.sent = 0
+
+    def start(self) -> None:
+        if self._interval > 0:
+            self._thread = threading.Thread(target=self._run, name="health", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _run(self) -> None:
+        uplink = self._agent.publisher
+        while not self._stop.is_set():
+            if not uplink.connected.wait(0.5):
+                continue
+            try:
+                body = json.dumps(snapshot(self._agent), separators=(",", ":")).encode()
+                uplink.publish(self._topic, body, qos=1, retain=True)
+                self.sent += 1
+            except (AgentError, OSError) as exc:
+                self._log.warning("health not published", error=str(exc))
+            self._stop.wait(self._interval)

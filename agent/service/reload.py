@@ -1,0 +1,157 @@
+"""Live reload: apply a new, validated config to the running agent without a restart.
+
+This module owns what a reload (SIGHUP, `systemctl reload edge-agent`) changes. `plan` compares
+the running config with the new one: devices added, removed or changed (a device on a bus
+whose settings changed counts as changed), buses whose ports must be reopened, the log
+settings, and the keys that only a restart can apply (`gateway`, `mqtt`, `queue` and any other
+section: the uplink and the queue stay exactly as they are across a reload, so queued readings
+are neither lost nor sent twice). `apply` then stops the runners of removed and changed
+devices (a poll in progress finishes and is queued), reopens changed buses, starts runners for
+added and changed devices, and leaves every other device's runner - its connection, backoff
+and state - untouched. An invalid config is never applied: the caller keeps the old one and
+logs why.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from agent.config.load import AgentConfig
+from agent.core import log
+from agent.core.clock import SYSTEM
+from agent.polling.runner import DeviceRunner
+from agent.transport.ports import BusConfig, open_port
+from drivers import registry
+from drivers.base import DeviceConfig
+
+if TYPE_CHECKING:
+    from agent.service.runtime import Agent
+
+LIVE_SECTIONS = ("log", "buses", "devices", "devices_dir", "profiles_dir")
+"""Top-level keys a reload applies; every other section (gateway, mqtt, queue, and any added
+later) keeps its running values and is logged as needing a restart."""
+LIVE_KEYS = ("gateway.clock",)
+"""Keys inside those other sections that a reload does apply."""
+
+
+def restart_sections() -> list[str]:
+    return [k for k in AgentConfig.model_fields if k not in LIVE_SECTIONS]
+
+
+def same(a: BaseModel | None, b: BaseModel | None) -> bool:
+    """Equal values and the same keys written (a key set to its default can matter: a
+    device's own `timeout` overrides its bus's)."""
+    if a is None or b is None:
+        return a is b
+    return a == b and a.model_fields_set == b.model_fields_set
+
+
+def changed_keys(a: Any, b: Any, prefix: str) -> list[str]:
+    """Dotted keys whose values differ between two models (recursing into sub-models)."""
+    if isinstance(a, BaseModel) and type(a) is type(b):
+        return [k for name in type(a).model_fields
+                for k in changed_keys(getattr(a, name), getattr(b, name), f"{prefix}.{name}")]
+    return [] if a == b else [prefix]
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a reload changes; `start` holds the configs of devices to (re)start, in order."""
+
+    added: tuple[str, ...] = ()
+    removed: tuple[str, ...] = ()
+    changed: tuple[str, ...] = ()
+    unchanged: tuple[str, ...] = ()
+    start: tuple[DeviceConfig, ...] = ()
+    buses_closed: tuple[str, ...] = ()
+    buses_opened: tuple[BusConfig, ...] = ()
+    restart_keys: tuple[str, ...] = ()
+    log_changed: bool = False
+    clock_changed: bool = False
+    order: tuple[str, ...] = field(default=())  # enabled devices of the new config
+
+    @property
+    def stop(self) -> tuple[str, ...]:
+        return self.removed + self.changed
+
+    @property
+    def noop(self) -> bool:
+        return not (self.stop or self.start or self.buses_opened or self.buses_closed
+                    or self.log_changed or self.clock_changed)
+
+
+def plan(old: AgentConfig, new: AgentConfig) -> Plan:
+    old_buses = {b.name: b for b in old.buses}
+    new_buses = {b.name: b for b in new.buses}
+    bus_changed = {n for n in old_buses.keys() | new_buses.keys()
+                   if not same(old_buses.get(n), new_buses.get(n))}
+    before = {d.name: d for d in old.devices if d.enabled}
+    after = {d.name: d for d in new.devices if d.enabled}
+    added = [n for n in after if n not in before]
+    removed = [n for n in before if n not in after]
+    changed = [n for n in after if n in before and (
+        not same(before[n], after[n]) or getattr(after[n], "bus", None) in bus_changed)]
+    restart = [k for s in restart_sections()
+               for k in changed_keys(getattr(old, s), getattr(new, s), s) if k not in LIVE_KEYS]
+    return Plan(
+        added=tuple(added), removed=tuple(removed), changed=tuple(changed),
+        unchanged=tuple(n for n in after if n not in added and n not in changed),
+        start=tuple(after[n] for n in after if n in added or n in changed),
+        buses_closed=tuple(sorted(n for n in bus_changed if n in old_buses)),
+        buses_opened=tuple(new_buses[n] for n in sorted(bus_changed) if n in new_buses),
+        restart_keys=tuple(restart), log_changed=not same(old.log, new.log),
+        clock_changed=old.gateway.clock != new.gateway.clock, order=tuple(after))
+
+
+def apply(agent: Agent, new: AgentConfig) -> Plan:
+    """Make the running agent run `new` (minus what needs a restart); returns what changed."""
+    p = plan(agent.config, new)
+    sched, ports = agent.scheduler, agent.scheduler.ports
+    for name in p.stop:
+        sched.remove(name)
+    for name in p.buses_closed:
+        port = ports.pop(name)
+        with port.lock:
+            port.close()
+    for bus in p.buses_opened:
+        ports[bus.name] = open_port(bus)
+    agent.ports = ports
+    for cfg in p.start:
+        try:
+            sched.add(DeviceRunner(registry.create(cfg, ports), agent.queue))
+        except Exception as exc:  # a driver that cannot even be built must not stop the rest
+            log.get("agent", cfg.name).error("device not started", error=repr(exc))
+    by_name = {r.name: r for r in sched.runners}
+    agent.runners = [by_name[n] for n in p.order if n in by_name]
+    agent.publisher.set_devices([r.name for r in agent.runners])
+    keep = {s: getattr(agent.config, s) for s in restart_sections()}
+    if p.clock_changed:
+        keep["gateway"] = keep["gateway"].model_copy(update={"clock": new.gateway.clock})
+        SYSTEM.trusted = new.gateway.clock == "trusted"
+    agent.config = new.model_copy(update=keep)
+    if p.log_changed:
+        log.setup(new.log.level, new.log.format)
+    return p
+
+
+def report(p: Plan, took_s: float) -> None:
+    """Log what a reload did, once; and, if so, which keys still need a restart."""
+    out = log.get("agent")
+    out.info("config reloaded" if not p.noop else "config reloaded: nothing changed",
+             added=list(p.added), removed=list(p.removed), changed=list(p.changed),
+             unchanged=len(p.unchanged), buses_reopened=[b.name for b in p.buses_opened],
+             took_ms=round(took_s * 1000, 1))
+    if p.restart_keys:
+        out.warning("restart needed to apply", keys=list(p.restart_keys),
+                    hint="systemctl restart edge-agent; until then the agent runs the "
+                    "previous values of these keys")
+
+
+def timed_apply(agent: Agent, new: AgentConfig, started: float) -> Plan:
+    p = apply(agent, new)
+    report(p, time.monotonic() - started)
+    return p

@@ -1,0 +1,161 @@
+"""Wires the agent together and owns its process life: start, signals, reload, clean stop.
+
+config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher. SIGHUP reloads the
+config (`agent.service.reload`: devices and buses change live, the queue and uplink stay; an invalid
+config is logged and not applied). The main thread waits for signals, writes the status file
+`edge-agent status` reads (`agent.service.status_file`) and tells systemd how the agent is
+(`agent.service.systemd`: READY, STATUS, RELOADING, STOPPING, and watchdog pings while it makes
+progress). Stopping runs the chain backwards: polls in progress finish and are queued, in-flight
+messages get a short grace for their PUBACKs (what is not acknowledged stays queued for next time),
+`offline` is published, and the database is closed.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+
+from agent import __version__
+from agent.config.load import AgentConfig, load, load_config
+from agent.core import log
+from agent.core.clock import SYSTEM
+from agent.core.errors import ConfigError, QueueError
+from agent.polling.runner import DeviceRunner
+from agent.polling.scheduler import Scheduler
+from agent.queue.store import Limits, Queue
+from agent.service.health import HealthReporter
+from agent.service.reload import timed_apply
+from agent.service.status_file import StatusWriter, path_for
+from agent.service.status_page import StatusServer
+from agent.service.systemd import Service
+from agent.transport.ports import Port, open_buses
+from agent.uplink.forwarder import Forwarder
+from agent.uplink.publisher import Publisher
+from drivers import registry
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+class Agent:
+    """One running agent built from a validated config."""
+
+    def __init__(self, config: AgentConfig, config_file: str = "") -> None:
+        self.config = config
+        SYSTEM.trusted = config.gateway.clock == "trusted"
+        gw, mq = config.gateway.id, config.mqtt
+        qc = config.queue
+        self.queue = Queue(qc.path, qc.synchronous,
+                           Limits(qc.max_bytes, qc.max_age, qc.min_free))
+        self.forwarder = Forwarder(self.queue, gw, mq, backlog_rate=qc.backlog_rate)
+        self.queue.set_listener(self.forwarder.notify)
+        devices = [d for d in config.devices if d.enabled]
+        self.publisher = Publisher(mq, gw, [d.name for d in devices],
+                                   on_ack=self.forwarder.on_ack,
+                                   on_connect=self.forwarder.reconnected)
+        self.forwarder.uplink = self.publisher
+        # opened on first use; closed by the scheduler
+        self.ports: dict[str, Port] = dict(open_buses(config.buses))
+        self.runners = [DeviceRunner(registry.create(d, self.ports), self.queue) for d in devices]
+        self.scheduler = Scheduler(self.runners, self.ports)
+        self.ports = self.scheduler.ports  # one map of open buses, which a reload changes
+        self.status = StatusWriter(path_for(qc.path), config_file)
+        self._log = log.get("agent")
+        self._stopped = False
+        self.started_at = time.monotonic()
+        self.health = HealthReporter(self, config.mqtt.health_interval)
+        self.webui = StatusServer(self, config.status_page)  # serves only if enabled
+
+    def start(self) -> None:
+        self.publisher.start()
+        self.forwarder.start()
+        self.scheduler.start()
+        self.health.start()
+        self.webui.start()  # logs, never raises, if it cannot listen
+        stats = self.queue.stats()
+        self._log.info("agent started", version=__version__, gateway=self.config.gateway.id,
+                       devices=len(self.runners), queued=stats.depth, queue=str(self.queue.path))
+        self.status.write(self)
+
+    def reload(self, config_file: str) -> bool:
+        """Load `config_file` again and apply it live; if it is invalid, log every error and
+        keep running the config in use. True if applied."""
+        started = time.monotonic()
+        self._log.info("config reload requested", config=config_file)
+        try:
+            new = load(config_file).config
+        except ConfigError as exc:
+            for issue in exc.issues:
+                self._log.error("config error", at=f"{issue.file}:{issue.line}:{issue.col}",
+                                error=issue.message)
+            self._log.error("config reload refused: still running the previous config",
+                            errors=len(exc.issues))
+            self.status.reloaded(False, [str(i) for i in exc.issues])
+            return False
+        plan = timed_apply(self, new, started)
+        self.status.reloaded(True, restart_needed=list(plan.restart_keys))
+        self.status.write(self)
+        return True
+
+    def stop(self) -> None:
+        """Stop everything, in reverse order; idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        self.webui.stop()
+        self.health.stop()
+        self.scheduler.stop()
+        self.forwarder.stop(grace=2.0)
+        self.publisher.stop()
+        self.queue.flush()  # the deletions of what the broker acknowledged last
+        self.status.write(self, "stopped")
+        stats = self.queue.stats()
+        self.queue.close()
+        self._log.info("agent stopped", published=self.forwarder.published,
+                       left_queued=stats.depth)
+
+
+def run(config_path: str, stop: threading.Event | None = None) -> int:
+    """`edge-agent run`: load, start, wait for SIGINT/SIGTERM (or `stop`), stop cleanly."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        print(f"edge-agent: invalid config, not starting:\n{exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    log.setup(config.log.level, config.log.format)
+    stop = stop or threading.Event()
+
+    reload = threading.Event()
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        log.get("agent").info("stop requested", signal=signal.Signals(signum).name)
+        stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGHUP, lambda *_: reload.set())
+    if stop.is_set():  # asked to stop while starting up: nothing was started yet
+        log.get("agent").info("stop requested before start")
+        return EXIT_OK
+    try:
+        agent = Agent(config, config_path)
+    except QueueError as exc:
+        log.get("queue").error("cannot start", error=str(exc))
+        return EXIT_FAILURE
+    agent.start()
+    service = Service.from_env()  # systemd: READY, STATUS, RELOADING, STOPPING, watchdog
+    service.ready(agent)
+    while not stop.wait(0.2):
+        if reload.is_set():
+            reload.clear()
+            service.reloading()
+            ok = agent.reload(config_path)
+            service.ready(agent, "" if ok else "reload refused, running the previous config")
+        agent.status.write_if_due(agent)
+        service.tick(agent)
+    service.stopping()
+    agent.stop()
+    return EXIT_OK

@@ -1,0 +1,2 @@
+"""The uplink: the platform contract (payloads, topics), the MQTT publisher and the forwarder.
+"""

@@ -1,0 +1,2 @@
+"""The `serial_line` driver for text sensors, and its pure protocol logic.
+"""

@@ -1,0 +1,60 @@
+"""`edge-agent check`: the summary a technician reads against the installation, or every error."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+from agent.cli.check import check
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAD = """gateway: {id: gw-1}
+mqtt: {host: broker.local}
+queue: {path: q.db}
+buses:
+  - {name: slow, port: /dev/ttyUSB0, baudrate: 1200}
+"""
+
+
+def run(path: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    code = check(str(path), out, err)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_site_example_summary() -> None:
+    code, out, err = run(ROOT / "config" / "site" / "agent.yaml")
+    assert code == 0, err
+    assert "+ 3 in devices.d/" in out
+    assert "3 device(s), 8 point(s), 1 bus(es), 3 request(s) per cycle" in out
+    assert "intake-flow    modbus_rtu  rs485-1 unit 7  30s    3       1         site_flow_meter" \
+        in out
+
+
+def test_requests_per_cycle_follow_the_read_plan_and_busy_lines_warn(tmp_path: Path) -> None:
+    far = [{"name": f"p{i}", "address": i * 100, "type": "float32"} for i in range(3)]
+    near = [{"name": f"q{i}", "address": i * 2, "type": "float32"} for i in range(60)]
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(HEAD + "devices:\n"
+                   f"  - {{name: far, driver: modbus_rtu, bus: slow, unit: 1, interval: 1s, "
+                   f"points: {far}}}\n"
+                   f"  - {{name: near, driver: modbus_rtu, bus: slow, unit: 2, interval: 1s, "
+                   f"points: {near}}}\n"
+                   f"  - {{name: off, driver: modbus_rtu, bus: slow, unit: 3, enabled: false, "
+                   f"points: {far}}}\n")
+    code, out, err = run(cfg)
+    assert code == 0, err
+    # 3 points 100 registers apart: 3 reads; 60 adjacent float32s = 120 registers: 1 read
+    assert "2 device(s) (+1 disabled), 63 point(s), 1 bus(es), 4 request(s) per cycle" in out
+    busy = next(line for line in out.splitlines() if line.startswith("  bus slow"))
+    # 120 registers at 1200 baud take ~2.3 s of line time per 1 s cycle
+    assert "4.0 request(s)/s" in busy and "warning: polls will slip" in busy
+
+
+def test_errors_exit_1_with_a_count(tmp_path: Path) -> None:
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(HEAD + "devices:\n  - {name: x, driver: modbus_rtu, bus: slowe, points: []}\n")
+    code, out, err = run(cfg)
+    assert (code, out) == (1, "")
+    assert f"{cfg}:7:40: devices[0].bus: unknown bus 'slowe'" in err
+    assert err.rstrip().endswith(f"{cfg}: 2 error(s)")
