@@ -66,7 +66,7 @@ class DeviceRecent:
     def record(self, readings: Sequence[Reading]) -> Sequence[Reading]:
         """One poll's readings (before the reporting filter); returns them unchanged.
 
-        The hot path of every poll (~0.7 us per reading): one loop with the point's fields
+        On the hot path of every poll: one loop with the point's fields
         updated in place; `numeric` is inlined for the usual types."""
         total = getattr(self._source, "requests", None)
         with self._lock:
