@@ -4,7 +4,7 @@ With them, VS Code (the YAML extension), vim/neovim (yaml-language-server) and o
 autocomplete keys, show each key's description and underline mistakes before a file reaches
 the gateway. Three files in config/schemas: `agent.schema.json` (agent.yaml),
 `device.schema.json` (one devices.d file) and `profile.schema.json` (a sensor profile). They are
-generated, never edited: `python -m agent.config_schema` rewrites them, `--check` says whether
+generated, never edited: `python -m agent.config.schema` rewrites them, `--check` says whether
 they are current (a test runs it). Points are not required on a device here, since a profile
 may supply them; and a number written as `${VAR}` is flagged by editors though the agent takes
 it (the loader substitutes first).
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         old = stale()
         for name in old:
             print(f"config/schemas/{name} is out of date with the config models; regenerate: "
-                  ".venv/bin/python -m agent.config_schema", file=sys.stderr)
+                  ".venv/bin/python -m agent.config.schema", file=sys.stderr)
         return 1 if old else 0
     for name, schema in schemas().items():
         (SCHEMAS / name).write_text(render(schema), encoding="utf-8")

@@ -38,7 +38,7 @@ def _errors(validator: jsonschema.Draft202012Validator, doc: Any) -> list[str]:
 def test_shipped_schemas_match_the_config_models() -> None:
     assert config_schema.stale() == [], (
         "config/schemas is out of date with the config models: run "
-        ".venv/bin/python -m agent.config_schema and commit the result")
+        ".venv/bin/python -m agent.config.schema and commit the result")
     assert config_schema.main(["--check"]) == 0
 
 
