@@ -19,7 +19,7 @@ from agent.core.clock import ManualClock, use
 from agent.core.errors import ConfigError
 from agent.service.runtime import Agent
 from agent.sim.broker import LocalBroker
-from tests.pki import Pki, make_pki
+from tests.peers.pki import Pki, make_pki
 from tests.support import EDGE_AGENT, Collector, modbus_device, wait_until, write_config
 
 
