@@ -2,7 +2,10 @@
 
 This module owns reading one config file (agent.yaml, a devices.d file, a profile) safely:
 bytes that are not UTF-8 text, NUL bytes, YAML syntax errors, tabs, Python tags, dates and
-duplicate keys all become a `ConfigError` located as file:line:col, never a traceback. It turns
+duplicate keys all become a `ConfigError` located as file:line:col, never a traceback. Only a
+regular file (or a link to one) of at most `MAX_FILE_BYTES` is read, within `READ_DEADLINE`: a
+FIFO, a device such as /dev/zero or a huge file is refused before it can hang or fill memory
+(`check`, `run` and a reload alike). It turns
 ruamel's round-trip tree into plain dicts/lists/scalars (`Converter`), remembering where each
 key and value was, and substitutes `${VAR}` from the environment in text values (`$${` keeps a
 literal `${`); the substituted values are remembered so error messages show `${VAR}`, never the
@@ -15,6 +18,8 @@ import codecs
 import datetime
 import os
 import re
+import stat
+import time
 import warnings
 from collections.abc import Mapping
 from typing import Any
@@ -32,6 +37,15 @@ Loc = tuple[str | int, ...]
 Pos = tuple[int, int]
 """1-based (line, col); an `At` when it is in another file than the main config."""
 Issue = tuple[Pos, str]
+
+MAX_FILE_BYTES = 1_000_000
+"""Largest config file read (each file): a device file is a few kB; parsing 1 MB of YAML takes
+several seconds on a gateway, and a bigger one is a mistake (a log or a dump saved as .yaml)."""
+READ_DEADLINE = 5.0
+"""Seconds reading one file's bytes may take (a stalled network or USB mount)."""
+_KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
 
 _CORE = "tag:yaml.org,2002:"
 _ENV = re.compile(r"\$\$\{|\$\{([^}]*)\}?")
@@ -69,13 +83,12 @@ def read_yaml(file: str) -> Any:
         return ConfigError([ConfigIssue(file, pos[0], pos[1], message)])
 
     try:
-        with open(file, "rb") as fh:
-            blob = fh.read().removeprefix(codecs.BOM_UTF8)
+        blob = read_bounded(file).removeprefix(codecs.BOM_UTF8)
     except OSError as exc:
         why = {FileNotFoundError: "no such file", IsADirectoryError: "it is a directory",
                PermissionError: "permission denied"}.get(type(exc), exc.strerror or str(exc))
         raise fail((1, 1), f"cannot read the config: {why}") from None
-    except ValueError as exc:  # e.g. a NUL byte in the path
+    except ValueError as exc:  # a NUL byte in the path, not a regular file, too big, too slow
         raise fail((1, 1), f"cannot read the config: {exc}") from None
     if b"\x00" in blob:
         raise fail(_pos_at(blob, blob.index(b"\x00")),
@@ -101,6 +114,36 @@ def read_yaml(file: str) -> Any:
         raise fail((1, 1), "invalid YAML: nested too deeply") from None
     except Exception as exc:  # YAMLError, or a parser bug on hostile input: still a ConfigError
         raise fail((1, 1), f"invalid YAML: {exc}") from None
+
+
+def read_bounded(file: str, limit: int = MAX_FILE_BYTES, deadline: float = READ_DEADLINE
+                 ) -> bytes:
+    """The bytes of `file` if it is a regular file (or a link to one) of at most `limit` bytes,
+    read within `deadline` seconds; ValueError (saying which) otherwise, OSError as raised.
+
+    Opened non-blocking, so a FIFO with no writer cannot hang the open; a file that grows
+    while it is read is cut at `limit` + 1 bytes and refused."""
+    fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((k for test, k in _KINDS if test(st.st_mode)), "not a regular file")
+            raise ValueError(f"it is {kind}, not a regular file")
+        if st.st_size > limit:
+            raise ValueError(f"the file is {st.st_size:,} bytes; a config file may have at "
+                             f"most {limit:,}")
+        chunks: list[bytes] = []
+        size, until = 0, time.monotonic() + deadline
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"the file grew past {limit:,} bytes while it was read")
+            if time.monotonic() > until:
+                raise ValueError(f"reading it took longer than {deadline:g} s")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
 
 
 def _yaml_message(exc: MarkedYAMLError, text: str, line: int) -> str:

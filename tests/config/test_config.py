@@ -237,7 +237,7 @@ def test_unreadable_paths_are_located_at_line_one(
         def refuse(*_args: object, **_kwargs: object) -> None:
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr("agent.config.yaml.open", refuse, raising=False)
+        monkeypatch.setattr("agent.config.yaml.read_bounded", refuse)
     [denied] = issues_of(locked)
     assert (denied.line, denied.col) == (1, 1) and "permission denied" in denied.message
 

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from agent.config.load import load, load_config
+from agent.config.yaml import MAX_FILE_BYTES, read_bounded
 from agent.core.errors import ConfigError
+from tests.support import EDGE_AGENT
 
 BROKEN = Path(__file__).resolve().parent / "broken"
 SECRET = "s3cr3t-t0ken-value"
@@ -128,3 +131,53 @@ def test_a_profile_can_hold_a_line_format(tmp_path: Path) -> None:
     assert issue.message == ("profile pm_sensor: 'bus' is not for a profile: it says which "
                              "device this is or where it is wired; set it in the device's own "
                              "config")
+
+
+def _one_issue(cfg: Path) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(cfg)
+    [found] = info.value.issues
+    return f"{os.path.basename(found.file)}:{found.line}:{found.col}: {found.message}"
+
+
+def test_a_fifo_in_devices_d_is_refused_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    cfg = _site(tmp_path, {})
+    os.mkfifo(tmp_path / "devices.d" / "pipe.yaml")
+    assert _one_issue(cfg) == ("pipe.yaml:1:1: cannot read the config: it is a FIFO (named "
+                               "pipe), not a regular file")
+
+
+def test_a_link_to_a_device_is_refused_and_a_link_to_a_file_is_read(tmp_path: Path) -> None:
+    cfg = _site(tmp_path, {})
+    (tmp_path / "devices.d" / "zero.yaml").symlink_to("/dev/zero")
+    assert _one_issue(cfg) == ("zero.yaml:1:1: cannot read the config: it is a character "
+                               "device, not a regular file")
+    (tmp_path / "devices.d" / "zero.yaml").unlink()
+    (tmp_path / "plc.txt").write_text("{name: plc, driver: modbus_tcp, host: h, "
+                                      "points: [{name: a, address: 0}]}\n")
+    (tmp_path / "devices.d" / "plc.yaml").symlink_to(tmp_path / "plc.txt")
+    assert [d.name for d in load_config(cfg).devices] == ["plc"]
+
+
+def test_a_file_over_the_size_cap_is_refused_before_it_is_parsed(tmp_path: Path) -> None:
+    cfg = _site(tmp_path, {"big.yaml": "# " + "x" * MAX_FILE_BYTES + "\n"})
+    assert _one_issue(cfg) == (f"big.yaml:1:1: cannot read the config: the file is "
+                               f"{MAX_FILE_BYTES + 3:,} bytes; a config file may have at most "
+                               f"{MAX_FILE_BYTES:,}")
+
+
+def test_reading_is_bounded_in_time(tmp_path: Path) -> None:
+    slow = tmp_path / "slow.yaml"
+    slow.write_bytes(b"a: 1\n" * 40_000)  # 200 kB: several 64 kB reads
+    with pytest.raises(ValueError, match="longer than 0 s"):
+        read_bounded(str(slow), deadline=0.0)
+    assert read_bounded(str(slow)) == b"a: 1\n" * 40_000
+
+
+def test_check_refuses_a_fifo_agent_yaml_at_once(tmp_path: Path) -> None:
+    os.mkfifo(tmp_path / "agent.yaml")
+    proc = subprocess.run([*EDGE_AGENT, "check", "-c", str(tmp_path / "agent.yaml")],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "it is a FIFO (named pipe), not a regular file" in proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr
