@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import select
 import socket
 import termios
@@ -172,10 +173,21 @@ class SerialPort(_PortBase):
                     str(c.port), baudrate=c.baudrate, parity=parity, stopbits=c.stopbits,
                     bytesize=c.bytesize, timeout=0, write_timeout=max(1.0, c.timeout),
                 )
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise DeviceUnreachable(f"cannot open {self.name}: {exc}") from None
+            except (serial.SerialException, OSError, ValueError, termios.error) as exc:
+                raise DeviceUnreachable(f"cannot open {self.name}: {self._why(exc)}") from None
             self.opens += 1
         return self._serial
+
+    def _why(self, exc: BaseException) -> str:
+        """What went wrong, in words: termios refuses settings the adapter cannot do (a pty or
+        some USB adapters refuse 7E1) with EINVAL, raised when pyserial applies them."""
+        if isinstance(exc, termios.error) and exc.args and exc.args[0] == errno.EINVAL:
+            c = self.config
+            parity = {"none": "N", "even": "E", "odd": "O"}.get(c.parity, c.parity)
+            return (f"the port refuses its line settings ({c.baudrate} baud, "
+                    f"{c.bytesize}{parity}{c.stopbits}): check the bus's baudrate, parity, "
+                    "bytesize and stopbits")
+        return str(exc)
 
     def send(self, data: bytes) -> None:
         ser = self._open()
@@ -185,7 +197,7 @@ class SerialPort(_PortBase):
             ser.flush()
         except _LINE_ERRORS as exc:
             self.close()
-            raise DeviceUnreachable(f"cannot write to {self.name}: {exc}") from None
+            raise DeviceUnreachable(f"cannot write to {self.name}: {self._why(exc)}") from None
         self._quiet_since = time.monotonic()
 
     def _read(self, timeout: float) -> bytes:
@@ -199,7 +211,7 @@ class SerialPort(_PortBase):
             return data
         except _LINE_ERRORS as exc:
             self.close()
-            raise DeviceUnreachable(f"{self.name} failed: {exc}") from None
+            raise DeviceUnreachable(f"{self.name} failed: {self._why(exc)}") from None
 
     def discard_input(self) -> None:
         """Drop stale bytes (a late reply from a unit that already timed out)."""

@@ -3,11 +3,13 @@ null-modem (pty pair), several units on one bus, one of them dead."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from agent.core.errors import DeviceTimeout, DeviceUnreachable
 from agent.polling.runner import DeviceRunner
@@ -168,3 +170,30 @@ def test_bus_worker_keeps_healthy_units_polled_around_a_dead_one(
     assert by_device == {("unit1", "good"), ("unit2", "good"), (f"unit{DEAD}", "timeout")}
     assert {r.value for r in readings if r.device == "unit2"} == {7.01}
     queue.close()
+
+
+def test_a_port_that_refuses_its_line_settings_is_unreachable_and_logged_once(
+        tmp_path: Path) -> None:
+    """A pty (like some USB adapters) refuses 7E1: termios.error, which is not an OSError."""
+    master, slave = os.openpty()
+    try:
+        port = open_port(BusConfig(name="seven", port=os.ttyname(slave), bytesize=7, parity="E",
+                                   timeout=0.1))
+        queue = Queue(tmp_path / "q.db")
+        runner = DeviceRunner(device("ascii", 1, port, points=POINTS[:1]),  # type: ignore[arg-type]
+                              queue, backoff_max=0.0)
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(3):
+                runner.poll_once()
+        runner.close()
+        readings = [q.reading for q in queue.take(0, 100)]
+        queue.close()
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert readings and {r.quality for r in readings} == {"unreachable"}
+    events = [e["event"] for e in logs]
+    assert "driver crashed" not in events
+    assert events.count("device offline") == 1, logs
+    [offline] = [e for e in logs if e["event"] == "device offline"]
+    assert "refuses its line settings (9600 baud, 7E1)" in offline["error"], offline
