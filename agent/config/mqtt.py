@@ -1,8 +1,8 @@
 """The `mqtt:` section of the config: broker, topics, QoS, batching, TLS and credentials.
 
 Secrets never live in the model: it holds where the password comes from (`password_file`, refused
-when others may read it, or `password_env`), and `password()` reads it when connecting. Paths
-are resolved against the config file's directory, like the queue path.
+when its group or others may read it, or `password_env`), and `password()` reads it when connecting.
+Paths are resolved against the config file's directory, like the queue path.
 """
 
 from __future__ import annotations
@@ -33,9 +33,10 @@ def private_file(path: str, what: str) -> str:
         raise ValueError(f"{what} {path}: {exc.strerror}") from None
     if not stat.S_ISREG(st.st_mode):
         raise ValueError(f"{what} {path} is not a regular file")
-    if st.st_mode & (stat.S_IROTH | stat.S_IWOTH):
-        raise ValueError(f"{what} {path} is readable by other users (mode "
-                         f"{stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path}")
+    if st.st_mode & (stat.S_IRGRP | stat.S_IWGRP | stat.S_IROTH | stat.S_IWOTH):
+        raise ValueError(f"{what} {path} is readable by other users (its group or everyone: "
+                         f"mode {stat.S_IMODE(st.st_mode):o}); run: chmod 600 {path} (owned by "
+                         "the agent's user), or hand it over as a systemd credential")
     return path
 
 

@@ -112,12 +112,14 @@ def test_nothing_in_a_config_is_ever_executed(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o660, 0o604])
 @pytest.mark.parametrize("where", ["mqtt.password_file", "mqtt.tls.key_file",
                                    "status_page.token_file"])
-def test_secrets_other_users_can_read_are_refused_by_the_cli(tmp_path: Path, where: str) -> None:
+def test_secrets_other_users_can_read_are_refused_by_the_cli(tmp_path: Path, where: str,
+                                                             mode: int) -> None:
     secret = tmp_path / "secret"
     secret.write_text("s3cret-value-that-must-not-leak\n")
-    os.chmod(secret, 0o644)
+    os.chmod(secret, mode)
     cfg = write_config(tmp_path / "agent.yaml", broker_port=1884,
                        devices=[modbus_device("plc", 5020)])
     body = json.loads(cfg.read_text())
@@ -136,6 +138,7 @@ def test_secrets_other_users_can_read_are_refused_by_the_cli(tmp_path: Path, whe
     out = proc.stdout + proc.stderr
     assert proc.returncode == 1, out
     assert "readable by other users" in out and "chmod 600" in out, out
+    assert f"mode {mode:o}" in out, out
     assert "s3cret" not in out, "a refused secret is never echoed"
     run = subprocess.run([*EDGE_AGENT, "run", "-c", str(cfg)], capture_output=True, text=True,
                          timeout=60, check=False)
