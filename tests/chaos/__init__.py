@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import random
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,22 +19,9 @@ from pathlib import Path
 from tests.chaos.faults import LONG, SHORT, Fault, Profile, Schedule, poll
 from tests.chaos.ledger import Ledger, account, queue_state
 from tests.chaos.world import World
+from tests.peers.disk import mount_tmpfs, unmount
 
 PROFILES = {"short": SHORT, "long": LONG}
-
-
-def mount_tmpfs(path: Path, size: str = "24m") -> None:
-    path.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                          capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"cannot mount a tmpfs for the disk-full fault (run as root): "
-                           f"{proc.stderr.strip()}")
-
-
-def unmount(path: Path) -> None:
-    if subprocess.run(["umount", str(path)], capture_output=True, check=False).returncode:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True, check=False)
 
 
 def drain(world: World, timeout: float = 120.0) -> None:

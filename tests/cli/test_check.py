@@ -6,6 +6,7 @@ import io
 from pathlib import Path
 
 from agent.cli.check import check
+from tests.peers.disk import mount_tmpfs, unmount
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = """gateway: {id: gw-1}
@@ -58,3 +59,28 @@ def test_errors_exit_1_with_a_count(tmp_path: Path) -> None:
     assert (code, out) == (1, "")
     assert f"{cfg}:7:40: devices[0].bus: unknown bus 'slowe'" in err
     assert err.rstrip().endswith(f"{cfg}: 2 error(s)")
+
+
+def test_min_free_that_leaves_less_than_an_hour_of_readings_is_warned(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    mount_tmpfs(disk, "20m")  # a small SD card's data partition
+    try:
+        def summary(queue: str, points: int, interval: str) -> str:
+            cfg = tmp_path / "agent.yaml"
+            pts = [{"name": f"p{i}", "address": i} for i in range(points)]
+            cfg.write_text(f"gateway: {{id: gw-1}}\nmqtt: {{host: broker.local}}\n"
+                           f"queue: {queue}\ndevices:\n  - {{name: plc, driver: modbus_tcp, "
+                           f"host: 10.0.0.5, interval: {interval}, points: {pts}}}\n")
+            code, out, err = run(cfg)
+            assert code == 0, err
+            return out
+
+        default = summary(f"{{path: {disk}/q.db}}", 10, "1s")  # min_free 100 MB > the disk
+        assert "queue: warning: queue.min_free (100 MB) leaves room for no time at all" \
+            in default and "lower queue.min_free" in default
+        small = f"{{path: {disk}/sub/q.db, min_free: 1MB}}"  # a folder not made yet
+        assert "queue: warning" not in summary(small, 10, "1s")  # ~3 MB an hour: fits
+        busy = summary(small, 100, "100ms")  # 1,000 readings/s, ~288 MB an hour
+        assert "leaves room for only ~" in busy and "of readings an hour" in busy
+    finally:
+        unmount(disk)

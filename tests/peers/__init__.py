@@ -9,5 +9,6 @@ tests/conftest.py) on loopback or a pty, and stopped by the handle or pid that s
   ptys with a pymodbus serial server on its far end).
 - Text sensors on a serial line: `tests.peers.line_sensor` (a pty whose master the test drives).
 - TLS: `tests.peers.pki`, a CA and certificates made per test with `cryptography`.
+- A small disk: `tests.peers.disk` (a tmpfs of a given size; needs root).
 - Faults between agent and broker: `tests.chaos.proxy` (a TCP proxy the chaos harness cuts).
 """
