@@ -50,6 +50,12 @@ from drivers.serial_line.parse import (
     safe,
     unescape,
 )
+from drivers.serial_line.pattern import compile_pattern
+
+
+def _groups(pattern: str) -> list[str]:
+    """The named groups of a pattern `compile_pattern` accepted (same names on both engines)."""
+    return list(re.compile(pattern).groupindex)
 
 
 def _escaped(value: str | None) -> str | None:
@@ -159,10 +165,7 @@ class SerialLineConfig(DeviceConfig):
     @classmethod
     def _regex(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_pattern(value)  # PatternError is a ValueError with a technician's words
         return value
 
     @field_validator("points")
@@ -170,7 +173,7 @@ class SerialLineConfig(DeviceConfig):
     def _selectors(cls, points: list[LinePoint], info: ValidationInfo) -> list[LinePoint]:
         fmt, pattern = info.data.get("format"), info.data.get("pattern")
         want = {"regex": "group", "pairs": "key", "fields": "index"}.get(str(fmt))
-        groups = list(re.compile(pattern).groupindex) if fmt == "regex" and pattern else []
+        groups = list(_groups(pattern)) if fmt == "regex" and pattern else []
         for i, p in enumerate(points):
             if want is not None and getattr(p, want) is None:
                 raise ValueError(f"points[{i}] ({p.name}): format {fmt} finds fields by "
@@ -190,7 +193,7 @@ class SerialLineConfig(DeviceConfig):
             raise ValueError("mode poll needs `command` (or `command_hex`): what to send")
         if self.format == "regex" and not self.pattern:
             raise ValueError("format regex needs `pattern`, e.g. 'T=(?P<temp>[-0-9.]+)'")
-        if self.format == "regex" and not re.compile(self.pattern or "").groupindex:
+        if self.format == "regex" and not _groups(self.pattern or ""):
             raise ValueError("the pattern needs named groups, e.g. (?P<temp>[-0-9.]+)")
         if self.format != "regex" and self.pattern is not None:
             raise ValueError(f"`pattern` is for format regex, not {self.format}")

@@ -21,6 +21,7 @@ from typing import Literal
 
 from agent.core.model import GOOD, Value
 from drivers.modbus.frame import crc16
+from drivers.serial_line.pattern import compile_pattern
 
 FieldType = Literal["float", "int", "bool", "string"]
 Format = Literal["regex", "pairs", "fields"]
@@ -335,8 +336,8 @@ class LineParser:
                  pattern: str | None = None, separator: str = ",", key_separator: str = "=",
                  select: str | None = None, checksum: ChecksumSpec | None = None) -> None:
         self.format, self.fields, self.checksum = fmt, list(fields), checksum
-        self.pattern = re.compile(pattern) if pattern is not None else None
-        self.select = re.compile(select) if select is not None else None
+        self.pattern = compile_pattern(pattern) if pattern is not None else None
+        self.select = compile_pattern(select) if select is not None else None
         self.separator, self.key_separator = separator, key_separator
         if fmt == "regex" and (self.pattern is None or not self.pattern.groupindex):
             raise ValueError("format regex needs a pattern with named groups, e.g. "
