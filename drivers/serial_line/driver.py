@@ -11,6 +11,8 @@ arrival time as the readings' time. Measurement points report the latest value (
 report every change and their held state at each poll, so the core's `on_change` and
 `max_silence` send them on change with a periodic full state. Bad frames are counted, logged
 once per kind with a safe sample, and set the quality of readings that got no valid value; a
+poll keeps at most `MAX_FRAMES` valid frames (the newest; a flood's older ones are counted as
+`overflow` and logged, so memory stays bounded whatever the sensor sends); a
 line without a valid frame for `stale_after` fails the poll as `stale` (the core reports the
 device offline once). Framing and parsing are `drivers.serial_line.parse`'s.
 """
@@ -21,7 +23,7 @@ import difflib
 import math
 import re
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Self
@@ -63,6 +65,12 @@ def _escaped(value: str | None) -> str | None:
     if value is not None:
         unescape(value)
     return value
+
+
+MAX_FRAMES = 1000
+"""Valid frames one poll keeps (the newest); a sensor sending more per interval is flooding."""
+Updates = deque[tuple[int, Parsed]]
+"""One poll's valid frames with their arrival time, at most MAX_FRAMES."""
 
 
 class DeviceStale(DeviceTimeout):
@@ -250,6 +258,7 @@ class SerialLine:
         self._since = time.monotonic()  # the stale clock: last valid frame or (re)open
         self._poll_bad: str | None = None
         self._alive = False  # this poll saw a valid frame that was not `select`ed
+        self._overflow = 0  # valid frames this poll dropped past MAX_FRAMES
         self._last_bad = b""
         self._held: dict[str, Value] = {p.name: int(p.offset) if p.type == "int" and
                                         p.offset.is_integer() else p.offset
@@ -274,8 +283,12 @@ class SerialLine:
             self.listener = None
 
     def poll(self) -> list[Reading]:
-        self._poll_bad, self._alive = None, False
+        self._poll_bad, self._alive, self._overflow = None, False, 0
         updates = self._heard() if self.passive else self._ask()
+        if self._overflow:
+            self._bad("overflow", b"", f"{self._overflow} valid frame(s) past the {MAX_FRAMES} "
+                      "a poll keeps were dropped (the oldest); poll more often or use "
+                      "frames: latest")
         now = time.monotonic()
         if updates or self._alive:  # a valid frame not `select`ed (a heartbeat) is life too
             self._since = now
@@ -288,13 +301,13 @@ class SerialLine:
                                                      f"'{safe(self._last_bad)}')" if noise else ""))
         return self._readings(updates)
 
-    def _heard(self) -> list[tuple[int, Parsed]]:
+    def _heard(self) -> Updates:
         """Stream mode: frame and parse what the listener got since the last poll."""
         if self.listener is None:
             self.open()
         assert self.listener is not None
         heard = self.listener.take()
-        updates: list[tuple[int, Parsed]] = []
+        updates: Updates = deque(maxlen=MAX_FRAMES)
         for chunk in heard.chunks:
             if chunk.opens != self._opens:
                 self._frames(self.framer.reset(), chunk.ts, updates)  # cut off by the unplug
@@ -307,10 +320,10 @@ class SerialLine:
             raise DeviceUnreachable(heard.error)
         return updates
 
-    def _ask(self) -> list[tuple[int, Parsed]]:
+    def _ask(self) -> Updates:
         """Poll mode: send the command, read frames until a valid one or the timeout."""
         assert self.command is not None
-        port, updates = self.port, list[tuple[int, Parsed]]()
+        port, updates = self.port, Updates(maxlen=MAX_FRAMES)
         with port.lock:
             port.discard_input()
             self.framer.reset()
@@ -326,7 +339,7 @@ class SerialLine:
             raise DeviceTimeout(f"no reply to '{safe(self.command)}' on {port.name}{got}")
         return updates
 
-    def _frames(self, events: list[Event], ts: int, updates: list[tuple[int, Parsed]]) -> None:
+    def _frames(self, events: list[Event], ts: int, updates: Updates) -> None:
         for ev in events:
             parsed = self.parser.parse(ev.data) if ev.kind == "frame" else None
             if self.trace is not None:
@@ -335,6 +348,8 @@ class SerialLine:
                 self._bad(ev.kind, ev.data, "")
             elif parsed.good:
                 self.counts["frames"] += 1
+                if len(updates) == MAX_FRAMES:  # the oldest one goes: counted, logged
+                    self._overflow += 1
                 updates.append((ts, parsed))
             elif parsed.kind == "ignored":
                 self.counts["ignored"] += 1
@@ -350,7 +365,7 @@ class SerialLine:
         episode = self._noise.setdefault(kind, log.Episode(self._log, "bad frames", "-"))
         episode.failed(kind, sample=safe(data), detail=detail or None, port=self.port.name)
 
-    def _readings(self, updates: list[tuple[int, Parsed]]) -> list[Reading]:
+    def _readings(self, updates: Updates) -> list[Reading]:
         """Readings of this poll's valid frames, held states, and why other points got none."""
         c, now, out = self.config, now_ms(), list[Reading]()
         for p in c.points:

@@ -24,7 +24,7 @@ from agent.queue.store import Queue
 from agent.transport.ports import BusConfig, open_port
 from agent.transport.stream import Listener
 from drivers.registry import create
-from drivers.serial_line.driver import DeviceStale, SerialLine, SerialLineConfig
+from drivers.serial_line.driver import MAX_FRAMES, DeviceStale, SerialLine, SerialLineConfig
 from drivers.serial_line.parse import checksum
 from tests.peers.line_sensor import LineSensor
 from tests.support import wait_until
@@ -116,6 +116,25 @@ def test_stream_with_noise_split_frames_and_bad_checksums(sensor: LineSensor) ->
     assert [e["kind"] for e in bad] == ["checksum_error", "too_long"], "once per kind"
     assert bad[0]["sample"] == "\\x9c\\xfe\\x00\\xe3\\x1c\\xff"
     assert bad[1]["sample"].startswith("PM2.5=999")
+
+
+def test_a_flood_keeps_the_newest_frames_a_poll_can_hold_and_counts_the_rest(
+        sensor: LineSensor) -> None:
+    driver = listening(line_driver(sensor, frames="all"))
+    flood = MAX_FRAMES + 250
+    with capture_logs() as logs:
+        for start in range(0, flood, 125):  # a pty holds a few kB: let the listener keep up
+            sensor.write(b"".join(b"PM2.5=%d\n" % i for i in range(start, start + 125)))
+            wait_until(lambda: driver.listener is not None
+                       and driver.listener.received == sensor.written, what="batch heard")
+        got = driver.poll()
+    driver.close()
+    assert sensor.dropped == 0
+    values = [r.value for r in got if r.metric == "pm25"]
+    assert len(values) == MAX_FRAMES and values[-1] == flood - 1 and values[0] == 250.0
+    assert driver.counts["frames"] == flood
+    [bad] = [e for e in logs if e["event"] == "bad frames"]
+    assert bad["kind"] == "overflow" and "250 valid frame(s) past the 1000" in bad["detail"]
 
 
 def test_latest_value_per_poll_with_its_arrival_time(sensor: LineSensor) -> None:
