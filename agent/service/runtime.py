@@ -49,13 +49,11 @@ class Agent:
         qc = config.queue
         self.queue = Queue(qc.path, qc.synchronous,
                            Limits(qc.max_bytes, qc.max_age, qc.min_free))
-        self.forwarder = Forwarder(self.queue, gw, mq, backlog_rate=qc.backlog_rate)
-        self.queue.set_listener(self.forwarder.notify)
         devices = [d for d in config.devices if d.enabled]
-        self.publisher = Publisher(mq, gw, [d.name for d in devices],
-                                   on_ack=self.forwarder.on_ack,
-                                   on_connect=self.forwarder.reconnected)
-        self.forwarder.uplink = self.publisher
+        self.publisher = Publisher(mq, gw, [d.name for d in devices])
+        self.forwarder = Forwarder(self.queue, gw, mq, self.publisher,
+                                   backlog_rate=qc.backlog_rate)
+        self.queue.set_listener(self.forwarder.notify)
         # opened on first use; closed by the scheduler
         self.ports: dict[str, Port] = dict(open_buses(config.buses))
         self.runners = [DeviceRunner(registry.create(d, self.ports), self.queue) for d in devices]
