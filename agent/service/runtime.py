@@ -16,7 +16,9 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from agent import __version__
 from agent.config.load import AgentConfig, load, load_config
@@ -25,12 +27,13 @@ from agent.core.clock import SYSTEM
 from agent.core.errors import ConfigError, QueueError
 from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
-from agent.queue.store import Limits, Queue
+from agent.queue.store import Limits, Queue, QueueStats
 from agent.service.health import HealthReporter
 from agent.service.reload import timed_apply
 from agent.service.status_file import StatusWriter, path_for
 from agent.service.status_page import StatusServer
 from agent.service.systemd import Service
+from agent.service.view import DeviceState, UplinkState
 from agent.transport.ports import Port, open_buses
 from agent.uplink.forwarder import Forwarder
 from agent.uplink.publisher import Publisher
@@ -40,7 +43,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 class Agent:
-    """One running agent built from a validated config."""
+    """One running agent built from a validated config.
+
+    It is also the read-only `agent.service.view.AgentView` that health, metrics, systemd, the
+    status file and the status page are given: they see only its view members (below `stop`).
+    """
 
     def __init__(self, config: AgentConfig, config_file: str = "") -> None:
         self.config = config
@@ -63,7 +70,7 @@ class Agent:
         self._log = log.get("agent")
         self._stopped = False
         self.started_at = time.monotonic()
-        self.health = HealthReporter(self, config.mqtt.health_interval)
+        self.health = HealthReporter(self, self.publisher, config.mqtt.health_interval)
         self.webui = StatusServer(self, config.status_page)  # serves only if enabled
 
     def start(self) -> None:
@@ -113,6 +120,57 @@ class Agent:
         self.queue.close()
         self._log.info("agent stopped", published=self.forwarder.published,
                        left_queued=stats.depth)
+
+    # agent.service.view.AgentView: what the readers may see, read when they ask
+    @property
+    def gateway(self) -> str:
+        return self.config.gateway.id
+
+    @property
+    def site(self) -> str | None:
+        return self.config.gateway.site
+
+    @property
+    def mqtt_host(self) -> str:
+        return self.config.mqtt.host
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.config.mqtt.port
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.config.mqtt.topic_prefix
+
+    @property
+    def reconnect_min(self) -> float:
+        return self.config.mqtt.reconnect_min
+
+    @property
+    def queue_path(self) -> Path:
+        return self.queue.path
+
+    def queue_stats(self) -> QueueStats:
+        return self.queue.stats()
+
+    def uplink(self) -> UplinkState:
+        pub, fwd = self.publisher, self.forwarder
+        return UplinkState(connected=pub.connected.is_set(), alive=pub.alive,
+                           since_ms=pub.connected_since_ms, last_error=pub.last_error,
+                           reconnects=pub.reconnects, attempts=pub.attempts,
+                           last_ack_ms=fwd.last_ack_ms, published=fwd.published,
+                           loop_at=fwd.loop_at)
+
+    def publish_stats(self) -> dict[str, Any]:
+        return self.forwarder.stats.counters()
+
+    def devices(self) -> tuple[DeviceState, ...]:
+        return tuple(DeviceState(
+            name=r.name, driver=r.driver.config.driver, interval=r.interval,
+            timeout=float(getattr(r.driver.config, "timeout", None) or 0), state=r.state,
+            polls=r.polls, last_ok_ms=r.last_ok_ms, last_error=r.last_error,
+            last_error_ms=r.last_error_ms, busy_since=r.busy_since, beat_at=r.beat_at,
+            recent=r.recent) for r in list(self.runners))
 
 
 def run(config_path: str, stop: threading.Event | None = None) -> int:
