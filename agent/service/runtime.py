@@ -1,13 +1,15 @@
 """Wires the agent together and owns its process life: start, signals, reload, clean stop.
 
-config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher. SIGHUP reloads the
-config (`agent.service.reload`: devices and buses change live, the queue and uplink stay; an invalid
-config is logged and not applied). The main thread waits for signals, writes the status file
-`edge-agent status` reads (`agent.service.status_file`) and tells systemd how the agent is
-(`agent.service.systemd`: READY, STATUS, RELOADING, STOPPING, and watchdog pings while it makes
-progress). Stopping runs the chain backwards: polls in progress finish and are queued, in-flight
-messages get a short grace for their PUBACKs (what is not acknowledged stays queued for next time),
-`offline` is published, and the database is closed.
+config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher, each built once with
+what it needs (the publisher first, so the forwarder can take it). SIGHUP reloads the config
+(`agent.service.reload` plans it, `Agent.apply` carries it out: devices and buses change live,
+the queue and uplink stay; an invalid config is logged and not applied). The main thread waits
+for signals, writes the status file `edge-agent status` reads (`agent.service.status_file`) and
+tells systemd how the agent is (`agent.service.systemd`: READY, STATUS, RELOADING, STOPPING, and
+watchdog pings while it makes progress). Those readers, health and the status page see the
+agent only through `agent.service.view`. Stopping runs the chain backwards: polls in progress
+finish and are queued, in-flight messages get a short grace for their PUBACKs (what is not
+acknowledged stays queued for next time), `offline` is published, and the database is closed.
 """
 
 from __future__ import annotations
@@ -29,12 +31,12 @@ from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
 from agent.queue.store import Limits, Queue, QueueStats
 from agent.service.health import HealthReporter
-from agent.service.reload import timed_apply
+from agent.service.reload import Plan, plan, report, restart_sections
 from agent.service.status_file import StatusWriter, path_for
 from agent.service.status_page import StatusServer
 from agent.service.systemd import Service
 from agent.service.view import DeviceState, UplinkState
-from agent.transport.ports import Port, open_buses
+from agent.transport.ports import Port, open_buses, open_port
 from agent.uplink.forwarder import Forwarder
 from agent.uplink.publisher import Publisher
 from drivers import registry
@@ -99,10 +101,41 @@ class Agent:
                             errors=len(exc.issues))
             self.status.reloaded(False, [str(i) for i in exc.issues])
             return False
-        plan = timed_apply(self, new, started)
-        self.status.reloaded(True, restart_needed=list(plan.restart_keys))
+        p = plan(self.config, new)
+        self.apply(p, new)
+        report(p, time.monotonic() - started)
+        self.status.reloaded(True, restart_needed=list(p.restart_keys))
         self.status.write(self)
         return True
+
+    def apply(self, p: Plan, new: AgentConfig) -> None:
+        """Run `new` as `p` (`reload.plan(self.config, new)`) says, minus what needs a restart:
+        stop removed and changed devices, reopen changed buses, start added and changed
+        devices, tell the broker the device list; keep the restart-only sections as running."""
+        sched, ports = self.scheduler, self.scheduler.ports  # the one map: self.ports
+        for name in p.stop:
+            sched.remove(name)
+        for name in p.buses_closed:
+            port = ports.pop(name)
+            with port.lock:
+                port.close()
+        for bus in p.buses_opened:
+            ports[bus.name] = open_port(bus)
+        for cfg in p.start:
+            try:
+                sched.add(DeviceRunner(registry.create(cfg, ports), self.queue))
+            except Exception as exc:  # a driver that cannot even be built must not stop the rest
+                log.get("agent", cfg.name).error("device not started", error=repr(exc))
+        by_name = {r.name: r for r in sched.runners}
+        self.runners = [by_name[n] for n in p.order if n in by_name]
+        self.publisher.set_devices([r.name for r in self.runners])
+        keep = {s: getattr(self.config, s) for s in restart_sections()}
+        if p.clock_changed:
+            keep["gateway"] = keep["gateway"].model_copy(update={"clock": new.gateway.clock})
+            SYSTEM.trusted = new.gateway.clock == "trusted"
+        self.config = new.model_copy(update=keep)
+        if p.log_changed:
+            log.setup(new.log.level, new.log.format)
 
     def stop(self) -> None:
         """Stop everything, in reverse order; idempotent."""

@@ -10,8 +10,8 @@ POST /login; nothing reaches a driver or the config. It reads only a snapshot th
 (`health.snapshot` and each device's `agent.polling.recent`, through `agent.service.view`), taken
 at most once per `ttl` whatever the request rate, on its own threads (at most `MAX_CLIENTS` at
 once), so it can never slow polling or publishing, and a port it cannot bind is logged, not
-fatal. The page itself (status_page_files/) has no external assets and a Content-Security-Policy that
-forbids loading any.
+fatal. The page itself (status_page_files/) has no external assets and a Content-Security-Policy
+that forbids loading any.
 """
 
 from __future__ import annotations

@@ -115,6 +115,10 @@ def test_invalid_or_restart_only_changes_keep_the_agent_running(
         assert agent.runners == [runner]
         assert agent.status.last_reload["restart_needed"] == ["mqtt.port", "mqtt.keepalive"]
         assert (agent.config.mqtt.port, agent.config.mqtt.keepalive) == (1, 30.0)  # as running
+
+        new = load_config(cfg)  # a plan is carried out by the one method that changes the agent
+        agent.apply(plan(agent.config, new), new)
+        assert agent.runners == [runner] and agent.config.mqtt.port == 1
     finally:
         agent.stop()
 
