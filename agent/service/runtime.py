@@ -32,8 +32,8 @@ from agent.polling.scheduler import Scheduler
 from agent.queue.store import Limits, Queue, QueueStats
 from agent.service.health import HealthReporter
 from agent.service.reload import Plan, plan, report, restart_sections
-from agent.service.status_file import StatusWriter, path_for
-from agent.service.status_page import StatusServer
+from agent.service.status_file import StatusFile, path_for
+from agent.service.status_page import StatusPage
 from agent.service.systemd import Service
 from agent.service.view import DeviceState, UplinkState
 from agent.transport.ports import Port, open_buses, open_port
@@ -68,23 +68,23 @@ class Agent:
         self.runners = [DeviceRunner(registry.create(d, self.ports), self.queue) for d in devices]
         self.scheduler = Scheduler(self.runners, self.ports)
         self.ports = self.scheduler.ports  # one map of open buses, which a reload changes
-        self.status = StatusWriter(path_for(qc.path), config_file)
+        self.status_file = StatusFile(path_for(qc.path), config_file)
         self._log = log.get("agent")
         self._stopped = False
         self.started_at = time.monotonic()
         self.health = HealthReporter(self, self.publisher, config.mqtt.health_interval)
-        self.webui = StatusServer(self, config.status_page)  # serves only if enabled
+        self.status_page = StatusPage(self, config.status_page)  # serves only if enabled
 
     def start(self) -> None:
         self.publisher.start()
         self.forwarder.start()
         self.scheduler.start()
         self.health.start()
-        self.webui.start()  # logs, never raises, if it cannot listen
+        self.status_page.start()  # logs, never raises, if it cannot listen
         stats = self.queue.stats()
         self._log.info("agent started", version=__version__, gateway=self.config.gateway.id,
                        devices=len(self.runners), queued=stats.depth, queue=str(self.queue.path))
-        self.status.write(self)
+        self.status_file.write(self)
 
     def reload(self, config_file: str) -> bool:
         """Load `config_file` again and apply it live; if it is invalid, log every error and
@@ -99,13 +99,13 @@ class Agent:
                                 error=issue.message)
             self._log.error("config reload refused: still running the previous config",
                             errors=len(exc.issues))
-            self.status.reloaded(False, [str(i) for i in exc.issues])
+            self.status_file.reloaded(False, [str(i) for i in exc.issues])
             return False
         p = plan(self.config, new)
         self.apply(p, new)
         report(p, time.monotonic() - started)
-        self.status.reloaded(True, restart_needed=list(p.restart_keys))
-        self.status.write(self)
+        self.status_file.reloaded(True, restart_needed=list(p.restart_keys))
+        self.status_file.write(self)
         return True
 
     def apply(self, p: Plan, new: AgentConfig) -> None:
@@ -142,13 +142,13 @@ class Agent:
         if self._stopped:
             return
         self._stopped = True
-        self.webui.stop()
+        self.status_page.stop()
         self.health.stop()
         self.scheduler.stop()
         self.forwarder.stop(grace=2.0)
         self.publisher.stop()
         self.queue.flush()  # the deletions of what the broker acknowledged last
-        self.status.write(self, "stopped")
+        self.status_file.write(self, "stopped")
         stats = self.queue.stats()
         self.queue.close()
         self._log.info("agent stopped", published=self.forwarder.published,
@@ -243,7 +243,7 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
             service.reloading()
             ok = agent.reload(config_path)
             service.ready(agent, "" if ok else "reload refused, running the previous config")
-        agent.status.write_if_due(agent)
+        agent.status_file.write_if_due(agent)
         service.tick(agent)
     service.stopping()
     agent.stop()

@@ -53,7 +53,7 @@ def proc_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-class StatusWriter:
+class StatusFile:
     """Writes the running agent's status file; `write` is cheap (no device is touched)."""
 
     def __init__(self, path: Path, config_file: str) -> None:

@@ -108,7 +108,7 @@ def _json(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
-class StatusServer:
+class StatusPage:
     """Serves the page for the agent `view` shows, as configured; `start()` never raises, `stop()`
     is idempotent."""
 
