@@ -145,3 +145,7 @@ def test_the_checks_catch_a_back_edge() -> None:
     driver = {**edges, "drivers.base": {"agent.config.load"}}
     assert any(v.startswith("drivers.base -> agent.config.load (drivers import only")
                for v in violations(driver))
+
+
+def test_no_module_imports_itself_in_a_circle() -> None:
+    assert cycles(graph()) == []

@@ -1,3 +1,3 @@
-"""The running service: wiring and signals, reload, health, the state file, systemd, metrics and
-the status page.
+"""The running service: wiring and signals, reload, the read-only view its readers get (health,
+the status file, systemd, metrics and the status page).
 """

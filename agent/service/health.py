@@ -1,9 +1,9 @@
 """Health: one snapshot of what the agent is doing, for the platform and for the technician.
 
-`snapshot(agent)` reads only state the core already keeps (runners, queue counters, uplink,
-clock) and never touches a device, so taking it cannot slow polling. The same dict is published
-on `{prefix}/{gateway}/health` (schema: config/schemas/health.schema.json) and shown by
-`edge-agent status`.
+`snapshot(view)` reads only state the core already keeps (devices, queue counters, uplink,
+clock: `agent.service.view`) and never touches a device, so taking it cannot slow polling. The
+same dict is published on `{prefix}/{gateway}/health` (schema:
+config/schemas/health.schema.json) and shown by `edge-agent status`.
 """
 
 from __future__ import annotations
@@ -13,16 +13,15 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent import __version__
 from agent.core import log
 from agent.core.clock import current
 from agent.core.errors import AgentError
+from agent.service.view import AgentView
 from agent.uplink.contract import PAYLOAD_VERSION, health_topic
-
-if TYPE_CHECKING:
-    from agent.service.runtime import Agent
+from agent.uplink.publisher import Publisher
 
 _THERMAL = Path("/sys/class/thermal/thermal_zone0/temp")
 
@@ -35,21 +34,21 @@ def cpu_temp_c() -> float | None:
         return None
 
 
-def snapshot(agent: Agent) -> dict[str, Any]:
+def snapshot(view: AgentView) -> dict[str, Any]:
     clock = current()
     now = clock.now_ms()
-    q = agent.queue.stats()
-    up = agent.publisher
+    q = view.queue_stats()
+    up = view.uplink()
     try:
-        disk_free = shutil.disk_usage(agent.queue.path.parent).free
+        disk_free = shutil.disk_usage(view.queue_path.parent).free
     except OSError:
         disk_free = None
     return {
         "v": PAYLOAD_VERSION,
-        "gateway": agent.config.gateway.id,
+        "gateway": view.gateway,
         "ts": now,
         "version": __version__,
-        "uptime_s": round(time.monotonic() - agent.started_at, 1),
+        "uptime_s": round(time.monotonic() - view.started_at, 1),
         "clock_synced": clock.synced(),
         "queue": {
             "depth": q.depth,
@@ -61,38 +60,40 @@ def snapshot(agent: Agent) -> dict[str, Any]:
             "moved_aside": list(q.moved_aside),
         },
         "uplink": {
-            "connected": up.connected.is_set(),
-            "since": up.connected_since_ms,
-            "last_ack": agent.forwarder.last_ack_ms,
+            "connected": up.connected,
+            "since": up.since_ms,
+            "last_ack": up.last_ack_ms,
             "reconnects": up.reconnects,
             "last_error": up.last_error,
         },
-        "published": agent.forwarder.published,
+        "published": up.published,
         "disk_free_bytes": disk_free,
         "cpu_temp_c": cpu_temp_c(),
         "devices": {
-            r.name: {
-                "state": r.state,
-                "last_ok": r.last_ok_ms,
-                "last_error": r.last_error,
-                "last_error_ts": r.last_error_ms,
-                "polls": r.polls,
+            d.name: {
+                "state": d.state,
+                "last_ok": d.last_ok_ms,
+                "last_error": d.last_error,
+                "last_error_ts": d.last_error_ms,
+                "polls": d.polls,
             }
-            for r in agent.runners
+            for d in view.devices()
         },
     }
 
 
 class HealthReporter:
-    """Publishes the snapshot (QoS 1, retained) every `interval` s while the uplink is up.
+    """Publishes the snapshot of `view` (QoS 1, retained) through `publisher` every `interval` s
+    while the uplink is up.
 
     Nothing is queued for health while offline: the next message after reconnect says it all.
     """
 
-    def __init__(self, agent: Agent, interval: float) -> None:
-        self._agent = agent
+    def __init__(self, view: AgentView, publisher: Publisher, interval: float) -> None:
+        self._view = view
+        self._publisher = publisher
         self._interval = interval
-        self._topic = health_topic(agent.config.mqtt.topic_prefix, agent.config.gateway.id)
+        self._topic = health_topic(view.topic_prefix, view.gateway)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._log = log.get("health")
@@ -109,12 +110,12 @@ class HealthReporter:
             self._thread.join()
 
     def _run(self) -> None:
-        uplink = self._agent.publisher
+        uplink = self._publisher
         while not self._stop.is_set():
             if not uplink.connected.wait(0.5):
                 continue
             try:
-                body = json.dumps(snapshot(self._agent), separators=(",", ":")).encode()
+                body = json.dumps(snapshot(self._view), separators=(",", ":")).encode()
                 uplink.publish(self._topic, body, qos=1, retain=True)
                 self.sent += 1
             except (AgentError, OSError) as exc:

@@ -1,23 +1,21 @@
 """`/metrics`: the agent's counters in the Prometheus text exposition format (0.0.4), by hand.
 
-Everything comes from state the core already keeps: the health snapshot (queue, uplink, clock,
-disk), each runner's `DeviceRecent` counters (polls, readings by quality, poll errors by kind,
-readings queued, Modbus requests) and the forwarder's `PublishStats` (readings acknowledged per
-device, publish->PUBACK latency histogram). Counters restart at zero with the agent, except
-`edge_agent_queue_evicted_total`, which the queue keeps across restarts. Writing the format
-directly (about 80 lines) is smaller than depending on prometheus_client; the tests parse the
-output with prometheus_client's parser.
+Everything comes from state the core already keeps (`agent.service.view`): the health snapshot
+(queue, uplink, clock, disk), each device's `DeviceRecent` counters (polls, readings by quality,
+poll errors by kind, readings queued, Modbus requests) and the forwarder's `PublishStats`
+(readings acknowledged per device, publish->PUBACK latency histogram). Counters restart at zero
+with the agent, except `edge_agent_queue_evicted_total`, which the queue keeps across restarts.
+Writing the format directly (about 80 lines) is smaller than depending on prometheus_client; the
+tests parse the output with prometheus_client's parser.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from agent.service.view import AgentView
 from agent.uplink.stats import LATENCY_BUCKETS
-
-if TYPE_CHECKING:
-    from agent.service.runtime import Agent
 
 Sample = tuple[dict[str, str], float | int | None]
 
@@ -54,8 +52,8 @@ class Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def render(agent: Agent, snap: dict[str, Any]) -> str:
-    """The exposition for `agent`, given its current health snapshot `snap`."""
+def render(view: AgentView, snap: dict[str, Any]) -> str:
+    """The exposition for the agent `view` shows, given its current health snapshot `snap`."""
     out = Exposition()
     q, up = snap["queue"], snap["uplink"]
     out.family("edge_agent_info", "gauge", "Agent version and gateway id.",
@@ -69,8 +67,7 @@ def render(agent: Agent, snap: dict[str, Any]) -> str:
     out.family("edge_agent_cpu_temperature_celsius", "gauge", "SoC temperature.",
                [({}, snap["cpu_temp_c"])])
 
-    runners = list(agent.runners)
-    counters = {r.name: r.recent.counters() for r in runners}
+    counters = {d.name: d.recent.counters() for d in view.devices()}
     states = {name: d["state"] for name, d in snap["devices"].items()}
     out.family("edge_agent_device_up", "gauge", "1 when the device answered its last poll.",
                [({"device": n}, int(s == "online")) for n, s in states.items()])
@@ -88,7 +85,7 @@ def render(agent: Agent, snap: dict[str, Any]) -> str:
     out.family("edge_agent_readings_queued_total", "counter", "Readings written to the queue "
                "(after deadband/on_change).",
                [({"device": n}, c["queued"]) for n, c in counters.items()])
-    pub = agent.forwarder.stats.counters()
+    pub = view.publish_stats()
     out.family("edge_agent_readings_published_total", "counter", "Readings the broker "
                "acknowledged.", [({"device": n}, pub["published"].get(n, 0)) for n in counters])
     out.family("edge_agent_modbus_requests_total", "counter", "Modbus requests sent.",
@@ -114,7 +111,7 @@ def render(agent: Agent, snap: dict[str, Any]) -> str:
     out.family("edge_agent_uplink_reconnects_total", "counter", "Connections made after the "
                "first.", [({}, up["reconnects"])])
     out.family("edge_agent_uplink_connect_attempts_total", "counter", "Connection attempts.",
-               [({}, agent.publisher.attempts)])
+               [({}, view.uplink().attempts)])
     out.family("edge_agent_uplink_last_ack_timestamp_seconds", "gauge", "When the last "
                "telemetry PUBACK was processed.",
                [({}, None if up["last_ack"] is None else up["last_ack"] / 1000)])

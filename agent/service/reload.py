@@ -1,35 +1,29 @@
-"""Live reload: apply a new, validated config to the running agent without a restart.
+"""Live reload: what applying a new, validated config to the running agent changes.
 
-This module owns what a reload (SIGHUP, `systemctl reload edge-agent`) changes. `plan` compares
-the running config with the new one: devices added, removed or changed (a device on a bus
-whose settings changed counts as changed), buses whose ports must be reopened, the log
-settings, and the keys that only a restart can apply (`gateway`, `mqtt`, `queue` and any other
-section: the uplink and the queue stay exactly as they are across a reload, so queued readings
-are neither lost nor sent twice). `apply` then stops the runners of removed and changed
-devices (a poll in progress finishes and is queued), reopens changed buses, starts runners for
-added and changed devices, and leaves every other device's runner - its connection, backoff
-and state - untouched. An invalid config is never applied: the caller keeps the old one and
-logs why.
+This module owns what a reload (SIGHUP, `systemctl reload edge-agent`) changes. `plan`, a pure
+function, compares the running config with the new one: devices added, removed or changed (a
+device on a bus whose settings changed counts as changed), buses whose ports must be reopened,
+the log settings, and the keys that only a restart can apply (`gateway`, `mqtt`, `queue` and any
+other section: the uplink and the queue stay exactly as they are across a reload, so queued
+readings are neither lost nor sent twice). The runtime carries the `Plan` out in one method
+(`agent.service.runtime.Agent.apply`): it stops the runners of removed and changed devices (a
+poll in progress finishes and is queued), reopens changed buses, starts runners for added and
+changed devices, and leaves every other device's runner - its connection, backoff and state -
+untouched; `report` logs what it did. An invalid config is never applied: the caller keeps the
+old one and logs why.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from pydantic import BaseModel
 
 from agent.config.load import AgentConfig
 from agent.core import log
-from agent.core.clock import SYSTEM
-from agent.polling.runner import DeviceRunner
-from agent.transport.ports import BusConfig, open_port
-from drivers import registry
+from agent.transport.ports import BusConfig
 from drivers.base import DeviceConfig
-
-if TYPE_CHECKING:
-    from agent.service.runtime import Agent
 
 LIVE_SECTIONS = ("log", "buses", "devices", "devices_dir", "profiles_dir")
 """Top-level keys a reload applies; every other section (gateway, mqtt, queue, and any added
@@ -107,37 +101,6 @@ def plan(old: AgentConfig, new: AgentConfig) -> Plan:
         clock_changed=old.gateway.clock != new.gateway.clock, order=tuple(after))
 
 
-def apply(agent: Agent, new: AgentConfig) -> Plan:
-    """Make the running agent run `new` (minus what needs a restart); returns what changed."""
-    p = plan(agent.config, new)
-    sched, ports = agent.scheduler, agent.scheduler.ports
-    for name in p.stop:
-        sched.remove(name)
-    for name in p.buses_closed:
-        port = ports.pop(name)
-        with port.lock:
-            port.close()
-    for bus in p.buses_opened:
-        ports[bus.name] = open_port(bus)
-    agent.ports = ports
-    for cfg in p.start:
-        try:
-            sched.add(DeviceRunner(registry.create(cfg, ports), agent.queue))
-        except Exception as exc:  # a driver that cannot even be built must not stop the rest
-            log.get("agent", cfg.name).error("device not started", error=repr(exc))
-    by_name = {r.name: r for r in sched.runners}
-    agent.runners = [by_name[n] for n in p.order if n in by_name]
-    agent.publisher.set_devices([r.name for r in agent.runners])
-    keep = {s: getattr(agent.config, s) for s in restart_sections()}
-    if p.clock_changed:
-        keep["gateway"] = keep["gateway"].model_copy(update={"clock": new.gateway.clock})
-        SYSTEM.trusted = new.gateway.clock == "trusted"
-    agent.config = new.model_copy(update=keep)
-    if p.log_changed:
-        log.setup(new.log.level, new.log.format)
-    return p
-
-
 def report(p: Plan, took_s: float) -> None:
     """Log what a reload did, once; and, if so, which keys still need a restart."""
     out = log.get("agent")
@@ -149,9 +112,3 @@ def report(p: Plan, took_s: float) -> None:
         out.warning("restart needed to apply", keys=list(p.restart_keys),
                     hint="systemctl restart edge-agent; until then the agent runs the "
                     "previous values of these keys")
-
-
-def timed_apply(agent: Agent, new: AgentConfig, started: float) -> Plan:
-    p = apply(agent, new)
-    report(p, time.monotonic() - started)
-    return p

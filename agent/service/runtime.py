@@ -1,13 +1,15 @@
 """Wires the agent together and owns its process life: start, signals, reload, clean stop.
 
-config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher. SIGHUP reloads the
-config (`agent.service.reload`: devices and buses change live, the queue and uplink stay; an invalid
-config is logged and not applied). The main thread waits for signals, writes the status file
-`edge-agent status` reads (`agent.service.status_file`) and tells systemd how the agent is
-(`agent.service.systemd`: READY, STATUS, RELOADING, STOPPING, and watchdog pings while it makes
-progress). Stopping runs the chain backwards: polls in progress finish and are queued, in-flight
-messages get a short grace for their PUBACKs (what is not acknowledged stays queued for next time),
-`offline` is published, and the database is closed.
+config -> Queue -> DeviceRunners on the Scheduler -> Forwarder -> Publisher, each built once with
+what it needs (the publisher first, so the forwarder can take it). SIGHUP reloads the config
+(`agent.service.reload` plans it, `Agent.apply` carries it out: devices and buses change live,
+the queue and uplink stay; an invalid config is logged and not applied). The main thread waits
+for signals, writes the status file `edge-agent status` reads (`agent.service.status_file`) and
+tells systemd how the agent is (`agent.service.systemd`: READY, STATUS, RELOADING, STOPPING, and
+watchdog pings while it makes progress). Those readers, health and the status page see the
+agent only through `agent.service.view`. Stopping runs the chain backwards: polls in progress
+finish and are queued, in-flight messages get a short grace for their PUBACKs (what is not
+acknowledged stays queued for next time), `offline` is published, and the database is closed.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from agent import __version__
 from agent.config.load import AgentConfig, load, load_config
@@ -25,13 +29,14 @@ from agent.core.clock import SYSTEM
 from agent.core.errors import ConfigError, QueueError
 from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
-from agent.queue.store import Limits, Queue
+from agent.queue.store import Limits, Queue, QueueStats
 from agent.service.health import HealthReporter
-from agent.service.reload import timed_apply
-from agent.service.status_file import StatusWriter, path_for
-from agent.service.status_page import StatusServer
+from agent.service.reload import Plan, plan, report, restart_sections
+from agent.service.status_file import StatusFile, path_for
+from agent.service.status_page import StatusPage
 from agent.service.systemd import Service
-from agent.transport.ports import Port, open_buses
+from agent.service.view import DeviceState, UplinkState
+from agent.transport.ports import Port, open_buses, open_port
 from agent.uplink.forwarder import Forwarder
 from agent.uplink.publisher import Publisher
 from drivers import registry
@@ -40,7 +45,11 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 class Agent:
-    """One running agent built from a validated config."""
+    """One running agent built from a validated config.
+
+    It is also the read-only `agent.service.view.AgentView` that health, metrics, systemd, the
+    status file and the status page are given: they see only its view members (below `stop`).
+    """
 
     def __init__(self, config: AgentConfig, config_file: str = "") -> None:
         self.config = config
@@ -49,35 +58,33 @@ class Agent:
         qc = config.queue
         self.queue = Queue(qc.path, qc.synchronous,
                            Limits(qc.max_bytes, qc.max_age, qc.min_free))
-        self.forwarder = Forwarder(self.queue, gw, mq, backlog_rate=qc.backlog_rate)
-        self.queue.set_listener(self.forwarder.notify)
         devices = [d for d in config.devices if d.enabled]
-        self.publisher = Publisher(mq, gw, [d.name for d in devices],
-                                   on_ack=self.forwarder.on_ack,
-                                   on_connect=self.forwarder.reconnected)
-        self.forwarder.uplink = self.publisher
+        self.publisher = Publisher(mq, gw, [d.name for d in devices])
+        self.forwarder = Forwarder(self.queue, gw, mq, self.publisher,
+                                   backlog_rate=qc.backlog_rate)
+        self.queue.set_listener(self.forwarder.notify)
         # opened on first use; closed by the scheduler
         self.ports: dict[str, Port] = dict(open_buses(config.buses))
         self.runners = [DeviceRunner(registry.create(d, self.ports), self.queue) for d in devices]
         self.scheduler = Scheduler(self.runners, self.ports)
         self.ports = self.scheduler.ports  # one map of open buses, which a reload changes
-        self.status = StatusWriter(path_for(qc.path), config_file)
+        self.status_file = StatusFile(path_for(qc.path), config_file)
         self._log = log.get("agent")
         self._stopped = False
         self.started_at = time.monotonic()
-        self.health = HealthReporter(self, config.mqtt.health_interval)
-        self.webui = StatusServer(self, config.status_page)  # serves only if enabled
+        self.health = HealthReporter(self, self.publisher, config.mqtt.health_interval)
+        self.status_page = StatusPage(self, config.status_page)  # serves only if enabled
 
     def start(self) -> None:
         self.publisher.start()
         self.forwarder.start()
         self.scheduler.start()
         self.health.start()
-        self.webui.start()  # logs, never raises, if it cannot listen
+        self.status_page.start()  # logs, never raises, if it cannot listen
         stats = self.queue.stats()
         self._log.info("agent started", version=__version__, gateway=self.config.gateway.id,
                        devices=len(self.runners), queued=stats.depth, queue=str(self.queue.path))
-        self.status.write(self)
+        self.status_file.write(self)
 
     def reload(self, config_file: str) -> bool:
         """Load `config_file` again and apply it live; if it is invalid, log every error and
@@ -92,29 +99,111 @@ class Agent:
                                 error=issue.message)
             self._log.error("config reload refused: still running the previous config",
                             errors=len(exc.issues))
-            self.status.reloaded(False, [str(i) for i in exc.issues])
+            self.status_file.reloaded(False, [str(i) for i in exc.issues])
             return False
-        plan = timed_apply(self, new, started)
-        self.status.reloaded(True, restart_needed=list(plan.restart_keys))
-        self.status.write(self)
+        p = plan(self.config, new)
+        self.apply(p, new)
+        report(p, time.monotonic() - started)
+        self.status_file.reloaded(True, restart_needed=list(p.restart_keys))
+        self.status_file.write(self)
         return True
+
+    def apply(self, p: Plan, new: AgentConfig) -> None:
+        """Run `new` as `p` (`reload.plan(self.config, new)`) says, minus what needs a restart:
+        stop removed and changed devices, reopen changed buses, start added and changed
+        devices, tell the broker the device list; keep the restart-only sections as running."""
+        sched, ports = self.scheduler, self.scheduler.ports  # the one map: self.ports
+        for name in p.stop:
+            sched.remove(name)
+        for name in p.buses_closed:
+            port = ports.pop(name)
+            with port.lock:
+                port.close()
+        for bus in p.buses_opened:
+            ports[bus.name] = open_port(bus)
+        for cfg in p.start:
+            try:
+                sched.add(DeviceRunner(registry.create(cfg, ports), self.queue))
+            except Exception as exc:  # a driver that cannot even be built must not stop the rest
+                log.get("agent", cfg.name).error("device not started", error=repr(exc))
+        by_name = {r.name: r for r in sched.runners}
+        self.runners = [by_name[n] for n in p.order if n in by_name]
+        self.publisher.set_devices([r.name for r in self.runners])
+        keep = {s: getattr(self.config, s) for s in restart_sections()}
+        if p.clock_changed:
+            keep["gateway"] = keep["gateway"].model_copy(update={"clock": new.gateway.clock})
+            SYSTEM.trusted = new.gateway.clock == "trusted"
+        self.config = new.model_copy(update=keep)
+        if p.log_changed:
+            log.setup(new.log.level, new.log.format)
 
     def stop(self) -> None:
         """Stop everything, in reverse order; idempotent."""
         if self._stopped:
             return
         self._stopped = True
-        self.webui.stop()
+        self.status_page.stop()
         self.health.stop()
         self.scheduler.stop()
         self.forwarder.stop(grace=2.0)
         self.publisher.stop()
         self.queue.flush()  # the deletions of what the broker acknowledged last
-        self.status.write(self, "stopped")
+        self.status_file.write(self, "stopped")
         stats = self.queue.stats()
         self.queue.close()
         self._log.info("agent stopped", published=self.forwarder.published,
                        left_queued=stats.depth)
+
+    # agent.service.view.AgentView: what the readers may see, read when they ask
+    @property
+    def gateway(self) -> str:
+        return self.config.gateway.id
+
+    @property
+    def site(self) -> str | None:
+        return self.config.gateway.site
+
+    @property
+    def mqtt_host(self) -> str:
+        return self.config.mqtt.host
+
+    @property
+    def mqtt_port(self) -> int:
+        return self.config.mqtt.port
+
+    @property
+    def topic_prefix(self) -> str:
+        return self.config.mqtt.topic_prefix
+
+    @property
+    def reconnect_min(self) -> float:
+        return self.config.mqtt.reconnect_min
+
+    @property
+    def queue_path(self) -> Path:
+        return self.queue.path
+
+    def queue_stats(self) -> QueueStats:
+        return self.queue.stats()
+
+    def uplink(self) -> UplinkState:
+        pub, fwd = self.publisher, self.forwarder
+        return UplinkState(connected=pub.connected.is_set(), alive=pub.alive,
+                           since_ms=pub.connected_since_ms, last_error=pub.last_error,
+                           reconnects=pub.reconnects, attempts=pub.attempts,
+                           last_ack_ms=fwd.last_ack_ms, published=fwd.published,
+                           loop_at=fwd.loop_at)
+
+    def publish_stats(self) -> dict[str, Any]:
+        return self.forwarder.stats.counters()
+
+    def devices(self) -> tuple[DeviceState, ...]:
+        return tuple(DeviceState(
+            name=r.name, driver=r.driver.config.driver, interval=r.interval,
+            timeout=float(getattr(r.driver.config, "timeout", None) or 0), state=r.state,
+            polls=r.polls, last_ok_ms=r.last_ok_ms, last_error=r.last_error,
+            last_error_ms=r.last_error_ms, busy_since=r.busy_since, beat_at=r.beat_at,
+            recent=r.recent) for r in list(self.runners))
 
 
 def run(config_path: str, stop: threading.Event | None = None) -> int:
@@ -154,7 +243,7 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
             service.reloading()
             ok = agent.reload(config_path)
             service.ready(agent, "" if ok else "reload refused, running the previous config")
-        agent.status.write_if_due(agent)
+        agent.status_file.write_if_due(agent)
         service.tick(agent)
     service.stopping()
     agent.stop()

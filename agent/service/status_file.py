@@ -19,12 +19,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from agent.core.model import now_ms
-
-if TYPE_CHECKING:
-    from agent.service.runtime import Agent
+from agent.service.view import AgentView
 
 EVERY = 5.0
 """Seconds between status writes."""
@@ -55,7 +53,7 @@ def proc_start(pid: int) -> int | None:
     return int(stat.rsplit(")", 1)[1].split()[19])
 
 
-class StatusWriter:
+class StatusFile:
     """Writes the running agent's status file; `write` is cheap (no device is touched)."""
 
     def __init__(self, path: Path, config_file: str) -> None:
@@ -71,11 +69,11 @@ class StatusWriter:
                             "restart_needed": restart_needed or []}
         self._due = 0.0
 
-    def write_if_due(self, agent: Agent) -> None:
+    def write_if_due(self, view: AgentView) -> None:
         if time.monotonic() >= self._due:
-            self.write(agent)
+            self.write(view)
 
-    def write(self, agent: Agent, state: str = "running") -> None:
+    def write(self, view: AgentView, state: str = "running") -> None:
         from agent.service.health import snapshot
 
         self._due = time.monotonic() + EVERY
@@ -83,8 +81,8 @@ class StatusWriter:
         doc = {"v": 1, "state": state, "pid": os.getpid(), "proc_start": proc_start(os.getpid()),
                "boot_id": boot_id, "boot_s": uptime, "written_ms": now_ms(), "every_s": EVERY,
                "config": self.config_file, "started_ms": self.started_ms,
-               "broker": f"{agent.config.mqtt.host}:{agent.config.mqtt.port}",
-               "last_reload": self.last_reload, "health": snapshot(agent)}
+               "broker": f"{view.mqtt_host}:{view.mqtt_port}",
+               "last_reload": self.last_reload, "health": snapshot(view)}
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
             tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")

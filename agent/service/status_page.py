@@ -7,10 +7,11 @@ once a token is configured every data request must carry it: `Authorization: Bea
 SameSite=Strict), compared in constant time. Without a token the Host header must be loopback,
 so a web page elsewhere cannot read it through DNS rebinding. It is read-only: GET/HEAD, plus
 POST /login; nothing reaches a driver or the config. It reads only a snapshot the core keeps
-(`health.snapshot` and each runner's `agent.polling.recent`), taken at most once per `ttl`
-whatever the request rate, on its own threads (at most `MAX_CLIENTS` at once), so it can never slow
-polling or publishing, and a port it cannot bind is logged, not fatal. The page itself
-(status_page/) has no external assets and a Content-Security-Policy that forbids loading any.
+(`health.snapshot` and each device's `agent.polling.recent`, through `agent.service.view`), taken
+at most once per `ttl` whatever the request rate, on its own threads (at most `MAX_CLIENTS` at
+once), so it can never slow polling or publishing, and a port it cannot bind is logged, not
+fatal. The page itself (status_page_files/) has no external assets and a Content-Security-Policy
+that forbids loading any.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import time
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from agent.config.status_page import StatusPageConfig, read_token
@@ -35,9 +36,7 @@ from agent.core import log
 from agent.core.clock import current
 from agent.polling import recent
 from agent.service import health, metrics
-
-if TYPE_CHECKING:
-    from agent.service.runtime import Agent
+from agent.service.view import AgentView
 
 STATIC = Path(__file__).resolve().parent / "status_page_files"
 FILES = {"/": ("index.html", "text/html; charset=utf-8"),
@@ -58,8 +57,8 @@ class Snapshots:
     it opens and about once a minute (it adds each refresh's newest sample itself); `metrics`.
     """
 
-    def __init__(self, agent: Agent, ttl: float = 0.5) -> None:
-        self._agent, self._ttl = agent, ttl
+    def __init__(self, view: AgentView, ttl: float = 0.5) -> None:
+        self._view, self._ttl = view, ttl
         self._lock = threading.Lock()
         self._docs: dict[str, tuple[float, bytes]] = {}
         self._health: tuple[float, dict[str, Any]] | None = None
@@ -77,7 +76,7 @@ class Snapshots:
 
     def _snapshot(self) -> dict[str, Any]:
         if self._health is None or time.monotonic() - self._health[0] >= self._ttl:
-            self._health = (time.monotonic(), health.snapshot(self._agent))
+            self._health = (time.monotonic(), health.snapshot(self._view))
         return self._health[1]
 
     def _window(self, now: int) -> dict[str, Any]:
@@ -88,33 +87,34 @@ class Snapshots:
         return _json(self._snapshot())
 
     def _metrics(self) -> bytes:
-        return metrics.render(self._agent, self._snapshot()).encode()
+        return metrics.render(self._view, self._snapshot()).encode()
 
     def _page(self) -> bytes:
-        agent = self._agent
+        view = self._view
         return _json({
-            "gateway": agent.config.gateway.id, "site": agent.config.gateway.site,
+            "gateway": view.gateway, "site": view.site,
             **self._window(current().now_ms()),
-            "devices": {r.name: {"interval_s": r.interval, "driver": r.driver.config.driver,
-                                 "points": r.recent.snapshot()} for r in list(self._agent.runners)},
+            "devices": {d.name: {"interval_s": d.interval, "driver": d.driver,
+                                 "points": d.recent.snapshot()} for d in view.devices()},
         })
 
     def _history(self) -> bytes:
         now = current().now_ms()
         return _json({**self._window(now), "devices": {
-            r.name: r.recent.history(now) for r in list(self._agent.runners)}})
+            d.name: d.recent.history(now) for d in self._view.devices()}})
 
 
 def _json(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":"), allow_nan=False).encode()
 
 
-class StatusServer:
-    """Serves the page for `agent` as configured; `start()` never raises, `stop()` is idempotent."""
+class StatusPage:
+    """Serves the page for the agent `view` shows, as configured; `start()` never raises, `stop()`
+    is idempotent."""
 
-    def __init__(self, agent: Agent, cfg: StatusPageConfig, ttl: float = 0.5) -> None:
+    def __init__(self, view: AgentView, cfg: StatusPageConfig, ttl: float = 0.5) -> None:
         self.cfg = cfg
-        self.snapshots = Snapshots(agent, ttl)
+        self.snapshots = Snapshots(view, ttl)
         self._log = log.get("webui")
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None

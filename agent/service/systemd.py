@@ -27,13 +27,10 @@ import os
 import socket
 import time
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from agent.core import log
 from agent.core.errors import QueueError
-
-if TYPE_CHECKING:
-    from agent.service.runtime import Agent
+from agent.service.view import AgentView
 
 STATUS_EVERY = 5.0
 """Most seconds between STATUS= updates (only sent when the text changed)."""
@@ -86,38 +83,39 @@ def watchdog_period(env: Mapping[str, str] | None = None) -> float | None:
     return usec / 1e6 if usec > 0 and pid == os.getpid() else None
 
 
-def stalled(agent: Agent, limit: float, now: float | None = None) -> list[str]:
+def stalled(view: AgentView, limit: float, now: float | None = None) -> list[str]:
     """Why the agent is not making progress, allowing `limit` s per step; empty if it is."""
     now = time.monotonic() if now is None else now
     why: list[str] = []
-    runners = list(agent.runners)
-    for r in runners:
-        since = r.busy_since
+    devices = view.devices()
+    for d in devices:
+        since = d.busy_since
         if since is not None and now - since > limit:
-            why.append(f"poll of {r.name} running for {now - since:.0f} s")
-    if runners:
-        last = max(r.beat_at for r in runners)
-        if now - last > limit + min(r.interval for r in runners):
+            why.append(f"poll of {d.name} running for {now - since:.0f} s")
+    if devices:
+        last = max(d.beat_at for d in devices)
+        if now - last > limit + min(d.interval for d in devices):
             why.append(f"no poll finished for {now - last:.0f} s")
-    loop = agent.forwarder.loop_at
-    if now - loop > limit + agent.config.mqtt.reconnect_min:
+    up = view.uplink()
+    loop = up.loop_at
+    if now - loop > limit + view.reconnect_min:
         why.append(f"forwarder loop stalled for {now - loop:.0f} s")
-    if not agent.publisher.alive:
+    if not up.alive:
         why.append("uplink thread stopped")
     return why
 
 
-def _summary(agent: Agent) -> tuple[int, int, bool]:
+def _summary(view: AgentView) -> tuple[int, int, bool]:
     """What STATUS= shows that is cheap to look at every tick: devices online, devices, uplink."""
-    return (sum(r.state == "online" for r in agent.runners), len(agent.runners),
-            agent.publisher.connected.is_set())
+    devices = view.devices()
+    return (sum(d.state == "online" for d in devices), len(devices), view.uplink().connected)
 
 
-def status_text(agent: Agent) -> str:
+def status_text(view: AgentView) -> str:
     """One line for `systemctl status`: devices online, queue depth, uplink."""
-    online, total, connected = _summary(agent)
+    online, total, connected = _summary(view)
     try:
-        queued = f"{agent.queue.stats().depth} queued"
+        queued = f"{view.queue_stats().depth} queued"
     except QueueError:
         queued = "queue unreadable"
     return (f"{online}/{total} devices online, {queued}, "
@@ -144,20 +142,19 @@ class Service:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Service:
         return cls(Notifier.from_env(env), watchdog_period(env))
 
-    def ready(self, agent: Agent, note: str = "") -> None:
+    def ready(self, view: AgentView, note: str = "") -> None:
         """Started (or reloaded): READY=1 with the current status."""
-        self._status = (f"{note}; " if note else "") + status_text(agent)
-        self._summary = _summary(agent)
+        self._status = (f"{note}; " if note else "") + status_text(view)
+        self._summary = _summary(view)
         self._next_status = time.monotonic() + STATUS_EVERY
         self.notifier.send("READY=1", f"STATUS={self._status}")
         if self.period is not None:
             limit = self.period
-            for r in agent.runners:
-                timeout = float(getattr(r.driver.config, "timeout", None) or 0)
-                if timeout >= limit / 2:
+            for d in view.devices():
+                if d.timeout >= limit / 2:
                     self._log.warning("device timeout too long for the watchdog: a poll that "
-                                      "waits this long is taken for a hang", device=r.name,
-                                      timeout_s=timeout, watchdog_s=limit)
+                                      "waits this long is taken for a hang", device=d.name,
+                                      timeout_s=d.timeout, watchdog_s=limit)
 
     def reloading(self) -> None:
         usec = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
@@ -167,24 +164,24 @@ class Service:
         self.notifier.send("STOPPING=1", "STATUS=stopping: finishing polls, keeping unsent "
                            "readings queued")
 
-    def tick(self, agent: Agent) -> None:
+    def tick(self, view: AgentView) -> None:
         """From the main loop: ping the watchdog if due and the agent progresses; STATUS."""
         now = time.monotonic()
         was_stuck = bool(self.stuck)
         if self.period is not None and now >= self._next_ping:
-            self.stuck = stalled(agent, self.period, now)
+            self.stuck = stalled(view, self.period, now)
             if self.stuck:
                 self._episode.failed("stalled", reasons=self.stuck)
             else:
                 self._episode.recovered()
                 self._next_ping = now + self.period / 4
                 self.pings += self.notifier.send("WATCHDOG=1")
-        summary = _summary(agent)
+        summary = _summary(view)
         if (now >= self._next_status or bool(self.stuck) != was_stuck
                 or (summary != self._summary and not self.stuck)):
             self._next_status = now + STATUS_EVERY
             self._summary = summary
-            text = ("STALLED: " + "; ".join(self.stuck)) if self.stuck else status_text(agent)
+            text = ("STALLED: " + "; ".join(self.stuck)) if self.stuck else status_text(view)
             if text != self._status:
                 self._status = text
                 self.notifier.send(f"STATUS={text}")

@@ -34,17 +34,26 @@ ACK_COMMIT_WAIT = 10.0
 """How long a rewind waits for the queue to commit the deletion of acknowledged readings."""
 
 
-class Uplink(Protocol):
+class PublisherLike(Protocol):
+    """What the forwarder needs of the `agent.uplink.publisher.Publisher` (tests use a fake)."""
+
     connected: threading.Event
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None,
                 retain: bool = False) -> int: ...
 
+    def listen(self, on_ack: Callable[[int, bool], None],
+               on_connect: Callable[[], None] | None = None) -> None: ...
+
 
 class Forwarder:
-    """Moves readings from `queue` to `uplink` until stopped. Run `start()`, then `stop()`."""
+    """Moves readings from `queue` to `publisher` until stopped. Run `start()`, then `stop()`.
 
-    def __init__(self, queue: Queue, gateway: str, cfg: MqttConfig,
+    It tells `publisher` at once that it wants its PUBACKs and (re)connects, so both are wired
+    when it is built: make the publisher first, then the forwarder with it.
+    """
+
+    def __init__(self, queue: Queue, gateway: str, cfg: MqttConfig, publisher: PublisherLike,
                  backlog_rate: float = 0) -> None:
         self._queue = queue
         self._gateway = gateway
@@ -57,7 +66,7 @@ class Forwarder:
         self._encode = encode_senml if cfg.encoding == "senml" else encode_telemetry
         self._ack_timeout = max(30.0, 2 * cfg.keepalive)
         self._retry_delay = cfg.reconnect_min
-        self.uplink: Uplink | None = None
+        self.publisher = publisher
         self._acks: deque[tuple[int, bool]] = deque()
         self._acked: Ticket[Reading] | None = None  # the last deletion handed to the queue
         self._inflight: dict[int, tuple[list[int], float]] = {}
@@ -74,6 +83,7 @@ class Forwarder:
         self.last_ack_ms: int | None = None  # when the last telemetry PUBACK was processed
         self.loop_at = time.monotonic()  # the loop last went round: the watchdog's progress mark
         self.stats = PublishStats()  # per device and latency, for /metrics
+        publisher.listen(on_ack=self.on_ack, on_connect=self.reconnected)
 
     # called from other threads
     def notify(self) -> None:
@@ -86,8 +96,6 @@ class Forwarder:
         self._wake.set()
 
     def start(self) -> None:
-        if self.uplink is None:
-            raise RuntimeError("Forwarder.uplink must be set before start()")
         self._rewind()  # what the last run left queued is backlog
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._thread.start()
@@ -180,8 +188,7 @@ class Forwarder:
 
     def _send_some(self) -> bool:
         """Publish live rows first, then backlog within the rate cap; True if anything went."""
-        assert self.uplink is not None
-        if not self.uplink.connected.is_set():
+        if not self.publisher.connected.is_set():
             return False
         if self._inflight:
             oldest = min(t for _, t in self._inflight.values())
@@ -233,14 +240,13 @@ class Forwarder:
     def _send(self, topic: str, device: str, chunk: list[Row], historical: bool,
               fix: Callable[[int, str], tuple[int, str]] | None) -> None:
         """One message; halved until it fits `max_payload` (a single reading always goes)."""
-        assert self.uplink is not None
         payload = self._encode(self._gateway, device, chunk, historical, fix)
         if len(payload) > self._max_payload and len(chunk) > 1:
             half = len(chunk) // 2
             self._send(topic, device, chunk[:half], historical, fix)
             self._send(topic, device, chunk[half:], historical, fix)
             return
-        mid = self.uplink.publish(topic, payload)
+        mid = self.publisher.publish(topic, payload)
         self._inflight[mid] = ([row[0] for row in chunk], time.monotonic())
         self.stats.sent(mid, device, len(chunk))
 

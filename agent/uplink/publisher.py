@@ -6,8 +6,9 @@ exponential backoff and +-25% jitter so a fleet does not reconnect in lockstep. 
 the connect calls itself it knows why one failed (refused, untrusted certificate, expired,
 bad credentials, client id refused) and logs that cause once per outage; polling and queueing
 never wait for it. It keeps the retained status topic truthful (online at every connect, offline
-on clean stop and as Last Will) and reports each acknowledged message id to `on_ack`, which runs
-on the network thread and must only record the id. It knows nothing about the queue.
+on clean stop and as Last Will) and reports each acknowledged message id, and each (re)connect,
+to the one listener that asked (`listen`: the forwarder, when it is built); both run on the
+network thread and must only record. It knows nothing about the queue.
 """
 
 from __future__ import annotations
@@ -64,17 +65,19 @@ def describe_failure(exc: BaseException, host: str, port: int) -> str:
     return f"{host}:{port}: {exc.strerror or exc}" if isinstance(exc, OSError) else repr(exc)
 
 
+def _ignore_ack(_mid: int, _ok: bool) -> None:
+    """No listener yet: a PUBACK nobody waits for."""
+
+
 class Publisher:
     """Connects to the broker in the background; `publish()` hands messages to paho."""
 
-    def __init__(self, cfg: MqttConfig, gateway: str, devices: Sequence[str],
-                 on_ack: Callable[[int, bool], None],
-                 on_connect: Callable[[], None] | None = None) -> None:
+    def __init__(self, cfg: MqttConfig, gateway: str, devices: Sequence[str]) -> None:
         self._cfg = cfg
         self._gateway = gateway
         self._devices = list(devices)
-        self._on_ack = on_ack
-        self._on_connect_hook = on_connect
+        self._on_ack: Callable[[int, bool], None] = _ignore_ack
+        self._on_connect_hook: Callable[[], None] | None = None
         self._status_topic = status_topic(cfg.topic_prefix, gateway)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -120,9 +123,16 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
 
+    def listen(self, on_ack: Callable[[int, bool], None],
+               on_connect: Callable[[], None] | None = None) -> None:
+        """Report each PUBACK (message id, accepted) to `on_ack` and each accepted connection to
+        `on_connect`, on the network thread; called once, before `start` (by the forwarder)."""
+        self._on_ack = on_ack
+        self._on_connect_hook = on_connect
+
     def publish(self, topic: str, payload: bytes, qos: int | None = None,
                 retain: bool = False) -> int:
-        """Hand one message to paho; returns its message id for `on_ack`.
+        """Hand one message to paho; returns its message id for `on_ack` (see `listen`).
 
         Works while disconnected too: paho keeps the message and sends it after reconnect.
         Raises PublishError if paho refused the message outright.

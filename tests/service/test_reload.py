@@ -104,8 +104,8 @@ def test_invalid_or_restart_only_changes_keep_the_agent_running(
         runner = agent.runners[0]
         cfg.write_text(cfg.read_text().replace('"interval": "50ms"', '"interval": "5 sec"'))
         assert agent.reload(str(cfg)) is False
-        assert agent.status.last_reload is not None
-        [error] = agent.status.last_reload["errors"]
+        assert agent.status_file.last_reload is not None
+        [error] = agent.status_file.last_reload["errors"]
         assert error.startswith(f"{cfg}:") and "'5 sec' is not a duration" in error
         polls = runner.polls
         wait_until(lambda: runner.polls > polls + 3, what="still polling the old config")
@@ -113,8 +113,12 @@ def test_invalid_or_restart_only_changes_keep_the_agent_running(
         _config(tmp_path, 2, [dev], keepalive="40s")  # mqtt changes need a restart
         assert agent.reload(str(cfg)) is True
         assert agent.runners == [runner]
-        assert agent.status.last_reload["restart_needed"] == ["mqtt.port", "mqtt.keepalive"]
+        assert agent.status_file.last_reload["restart_needed"] == ["mqtt.port", "mqtt.keepalive"]
         assert (agent.config.mqtt.port, agent.config.mqtt.keepalive) == (1, 30.0)  # as running
+
+        new = load_config(cfg)  # a plan is carried out by the one method that changes the agent
+        agent.apply(plan(agent.config, new), new)
+        assert agent.runners == [runner] and agent.config.mqtt.port == 1
     finally:
         agent.stop()
 

@@ -175,7 +175,7 @@ def test_without_a_token_only_loopback_host_names_are_served(served: Served) -> 
 
 def test_token_required_off_loopback_wrong_token_refused(tmp_path: Path, served: Served) -> None:
     agent, where = served(bind="0.0.0.0", token_file=token_file(tmp_path))
-    assert agent.webui.url is not None and agent.webui.url.startswith("http://0.0.0.0:")
+    assert agent.status_page.url is not None and agent.status_page.url.startswith("http://0.0.0.0:")
     for path in ("/status.json", "/page.json", "/history.json", "/metrics"):
         assert get(where, path).status == 401, path
         wrong = TOKEN[:-1] + "X"  # same length, last character wrong
@@ -203,7 +203,7 @@ def test_a_port_in_use_does_not_stop_the_agent(served: Served, collector: Collec
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         agent, _ = served(port=taken.getsockname()[1])
-        assert agent.webui.url is None
+        assert agent.status_page.url is None
         wait_until(lambda: len(collector.readings()) >= 4, what="readings published anyway")
 
 

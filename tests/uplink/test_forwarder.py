@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from agent.config.mqtt import MqttConfig
@@ -37,7 +38,7 @@ def test_no_cap_means_no_wait() -> None:
     assert bucket.available() >= 2**31 - 1 and bucket.wait_time() == 0
 
 
-class FakeUplink:
+class FakePublisher:
     """Records what the forwarder publishes; acknowledges only when the test says so."""
 
     def __init__(self) -> None:
@@ -52,14 +53,17 @@ class FakeUplink:
         self.sent[self._mid] = [r["seq"] for r in json.loads(payload)["readings"]]
         return self._mid
 
+    def listen(self, on_ack: Callable[[int, bool], None],
+               on_connect: Callable[[], None] | None = None) -> None:
+        pass  # the test calls the forwarder's on_ack itself
+
 
 def test_readings_evicted_while_the_backlog_drains_are_not_sent(tmp_path: Path) -> None:
     q = Queue(tmp_path / "q.db")
     for k in range(10):  # 5,000 readings queued while offline
         q.put([Reading("plc", "m", 500 * k + i, None, 500 * k + i) for i in range(500)])
-    uplink = FakeUplink()
-    f = Forwarder(q, "gw", MqttConfig(host="127.0.0.1", linger=0))
-    f.uplink = uplink
+    uplink = FakePublisher()
+    f = Forwarder(q, "gw", MqttConfig(host="127.0.0.1", linger=0), uplink)
     f._rewind()  # all of it is backlog
     assert f._send_some()  # 20 messages in flight: seqs 1..2000
     assert sorted(s for seqs in uplink.sent.values() for s in seqs) == list(range(1, 2001))
