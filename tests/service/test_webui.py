@@ -8,6 +8,7 @@ import http.client
 import json
 import os
 import re
+import select
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,11 +16,19 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from structlog.testing import capture_logs
 
 from agent.config.load import load_config
 from agent.core.errors import ConfigError
 from agent.service.runtime import Agent
-from agent.service.status_page import CSP, STATIC, Snapshots
+from agent.service.status_page import (
+    CSP,
+    LOGIN_MAX_BYTES,
+    MAX_PER_ADDRESS,
+    STATIC,
+    WRONG_TOKENS,
+    Snapshots,
+)
 from agent.sim.broker import LocalBroker, free_port
 from agent.sim.modbus import ModbusSimulator
 from tests.support import HEALTH, Collector, modbus_device, wait_until, write_config
@@ -247,3 +256,87 @@ def test_page_files_name_no_other_host() -> None:
         text = f.read_text()
         urls = set(re.findall(r"[a-z]+://[^\s\"'`)]+", text))
         assert urls <= {"http://www.w3.org/2000/svg"}, f  # the SVG namespace is a name only
+
+
+# hostile clients
+
+
+def _hold(where: str, source: str, data: bytes) -> socket.socket:
+    host, port = where.rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=5, source_address=(source, 0))
+    sock.sendall(data)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        while sock.recv(4096):
+            pass  # a 503 or whatever else the server said first
+        return True
+    except TimeoutError:
+        return False
+    except OSError:
+        return True  # reset
+
+
+def test_slow_clients_neither_lock_out_a_valid_request_nor_stay(
+        tmp_path: Path, served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.service.status_page.DEADLINE", 1.0)
+    _agent, where = served(token_file=token_file(tmp_path))
+    slow = [_hold(where, f"127.0.0.{2 + i % 3}", b"POST /login HTTP/1.0\r\n"
+                  b"Content-Length: 100\r\n\r\ntok") for i in range(40)]  # then trickle nothing
+    slow += [_hold(where, "127.0.0.5", b"GET /status.json HTTP/1.0\r\nHost: x") for _ in range(8)]
+    try:
+        conn = http.client.HTTPConnection(where, timeout=2)  # within a second, with margin
+        conn.request("GET", "/status.json", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert conn.getresponse().status == 200
+        assert get(where, "/metrics", {"Authorization": f"Bearer {TOKEN}"}).status == 200
+        assert all(_closed_by_server(s, within=10) for s in slow), "cut at the deadline"
+    finally:
+        for s in slow:
+            s.close()
+
+
+def test_connections_over_the_per_address_cap_are_closed_at_once(
+        tmp_path: Path, served: Served, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("agent.service.status_page.DEADLINE", 60.0)
+    _agent, where = served(token_file=token_file(tmp_path))
+    idle = [_hold(where, "127.0.0.7", b"") for _ in range(MAX_PER_ADDRESS + 4)]
+    try:
+        readable: set[socket.socket] = set()  # watched all at once: EOF from the server
+
+        def four_closed() -> bool:
+            readable.update(select.select(idle, [], [], 0.05)[0])
+            return len(readable) >= 4
+
+        wait_until(four_closed, timeout=3, what="the connections over the cap closed")
+        closed = [s in readable and _closed_by_server(s, within=0.5) for s in idle]
+        assert closed == [False] * MAX_PER_ADDRESS + [True] * 4
+        assert get(where, "/status.json", {"Authorization": f"Bearer {TOKEN}"}).status == 200
+    finally:
+        for s in idle:
+            s.close()
+
+
+def test_wrong_tokens_are_limited_per_address_and_logged_once(
+        tmp_path: Path, served: Served) -> None:
+    _agent, where = served(token_file=token_file(tmp_path))
+    host, port = where.rsplit(":", 1)
+
+    def from_(source: str, token: str) -> int:
+        conn = http.client.HTTPConnection(host, int(port), timeout=5,
+                                          source_address=(source, 0))
+        conn.request("GET", "/status.json", headers={"Authorization": f"Bearer {token}"})
+        return conn.getresponse().status
+
+    with capture_logs() as logs:
+        assert [from_("127.0.0.8", "guess-" + "x" * 12) for _ in range(WRONG_TOKENS)] \
+            == [401] * WRONG_TOKENS
+        assert from_("127.0.0.8", TOKEN) == 429  # even the right one, until the window passes
+        assert from_("127.0.0.9", TOKEN) == 200  # another address is not affected
+    wrong = [e for e in logs if e["event"] == "status page: wrong token"]
+    assert len(wrong) == 1 and wrong[0]["client"] == "127.0.0.8"
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    big = get(where, "/login", form, "POST", "token=" + "x" * LOGIN_MAX_BYTES)
+    assert big.status == 400
