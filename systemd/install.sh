@@ -106,7 +106,8 @@ install_venv() {
   # dependencies alone unless the new version needs others.
   local log=$OPT/pip-install.log stage
   stage=$(mktemp -d)
-  cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/agent" "$SRC/drivers" "$stage/"
+  cp -r "$SRC/pyproject.toml" "$SRC/README.md" "$SRC/agent" "$SRC/drivers" "$SRC/config" \
+    "$stage/"  # config/: its profiles and schemas are package data
   find "$stage" -name __pycache__ -prune -exec rm -rf {} +
   say "installing the agent from $SRC into $VENV (log: $log)"
   if ! "$VENV/bin/python" -m pip install "$stage" >"$log" 2>&1; then
@@ -118,13 +119,11 @@ install_venv() {
   install -m 0644 "$SRC/README.md" "$OPT/README.md"
   rm -rf "$OPT/config"
   cp -r "$SRC/config" "$OPT/config"  # examples, JSON Schemas, shipped profiles
-  # The shipped sensor profiles where the installed agent looks for them.
+  # The shipped sensor profiles are package data: the installed agent must find them.
   local shipped
   shipped=$("$VENV/bin/python" -I -c 'from agent.config.profiles import SHIPPED; print(SHIPPED)')
-  if [ ! -e "$shipped" ] || [ "$(realpath "$shipped")" != "$(realpath "$SRC/config/profiles")" ]
-  then
-    rm -rf "$shipped" && mkdir -p "$shipped" && cp "$SRC"/config/profiles/*.yaml "$shipped/"
-  fi
+  compgen -G "$shipped/*.yaml" >/dev/null \
+    || die "the installed agent finds no shipped profiles in $shipped"
   install -d "$(dirname "$BIN")"
   ln -sfn /opt/edge-agent/venv/bin/edge-agent "$BIN"
 }

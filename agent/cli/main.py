@@ -13,6 +13,9 @@ import threading
 
 from agent import __version__
 
+DEMO_EXTRA = "city-edge-agent[demo]"
+"""What to install for `edge-agent demo`: the agent never needs pymodbus, its simulator does."""
+
 
 def _check(path: str) -> int:
     from agent.cli.check import check
@@ -95,8 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.action == "export":
             return queue_cmd.export(args.config, args.since, args.device, args.delete)
         return queue_cmd.status(args.config)
-    from agent.sim.demo import run_demo
-
+    try:
+        from agent.sim.demo import run_demo
+    except ModuleNotFoundError as exc:
+        if (exc.name or "").partition(".")[0] != "pymodbus":
+            raise
+        print("edge-agent demo: its simulated PLC needs pymodbus, which is not installed; "
+              f"install the demo extra: pip install '{DEMO_EXTRA}'", file=sys.stderr)
+        return 1
     return run_demo(args.duration)
 
 

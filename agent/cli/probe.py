@@ -22,17 +22,10 @@ from agent.config.load import load_config
 from agent.core import log
 from agent.core.errors import ConfigError, DeviceTimeout, DriverError
 from agent.transport.ports import BusConfig, Port, open_buses, open_port
-from drivers.modbus.driver import ModbusDriver, ModbusPoint, point_value
-from drivers.modbus.frame import (
-    FrameError,
-    Framing,
-    ModbusExceptionReply,
-    frame,
-    parse_read,
-    read_ascii,
-    read_pdu,
-    read_rtu,
-)
+from drivers.modbus.ascii import ModbusAscii, ModbusAsciiConfig
+from drivers.modbus.driver import GATEWAY_CODES, ModbusDriver, ModbusPoint, point_value
+from drivers.modbus.frame import FrameError, Framing, ModbusExceptionReply, UnexpectedReply
+from drivers.modbus.rtu import ModbusRtu, ModbusRtuConfig
 from drivers.registry import create
 from drivers.serial_line.driver import SerialLine
 
@@ -138,12 +131,9 @@ def _raw_by_point(driver: ModbusDriver) -> dict[str, list[int]]:
     """Each point's own registers (or bits) out of the successful requests of the last poll."""
     out: dict[str, list[int]] = {}
     for t in driver.trace or []:
-        if t.data is None:
-            continue
-        for i in t.request.points:
-            s = driver.spans[i]
-            offset = s.address - t.request.address
-            out[driver.config.points[i].name] = [int(v) for v in t.data[offset:offset + s.count]]
+        if t.data is not None:
+            for i, data in driver.points_in(t.request, t.data):
+                out[driver.config.points[i].name] = [int(v) for v in data]
     return out
 
 
@@ -158,30 +148,33 @@ def parse_units(text: str) -> list[int]:
     return units
 
 
-def ask(port: Port, framing: Framing, unit: int, timeout: float) -> str | None:
-    """What `unit` says to a one-register read of holding 0, or None if it stays silent."""
-    with port.lock:
-        port.discard_input()
-        port.send(frame(framing, unit, read_pdu(3, 0, 1)))
-        deadline = time.monotonic() + timeout
-        try:
-            if framing == "rtu":
-                pdu = read_rtu(lambda n: port.recv(n, deadline), unit, 3)
-            else:
-                pdu = read_ascii(lambda: port.recv_line(deadline), unit)
-        except DeviceTimeout:
-            return None
-        except FrameError as exc:
-            port.discard_input()
-            return f"garbled reply ({exc}): check baud rate and parity"
+def unit_driver(line: Port, framing: Framing, unit: int) -> ModbusDriver:
+    """A throwaway driver for `unit` on the scanned line that reads holding register 0."""
+    device = {"name": "scan", "bus": "scan", "unit": unit,
+              "points": [{"name": "holding_0", "table": "holding", "address": 0}]}
+    if framing == "ascii":
+        return ModbusAscii(ModbusAsciiConfig.model_validate(
+            {**device, "driver": "modbus_ascii"}), {"scan": line})
+    return ModbusRtu(ModbusRtuConfig.model_validate({**device, "driver": "modbus_rtu"}),
+                     {"scan": line})
+
+
+def ask(driver: ModbusDriver) -> str | None:
+    """What the driver's unit says to its one read (holding 0), or None if it stays silent."""
+    request = driver.plan[0]
     try:
-        return f"holding 0 = {parse_read(pdu, 3, 1)[0]}"
+        value = driver.read_once(request)[0]
+    except DeviceTimeout:
+        return None
     except ModbusExceptionReply as exc:
-        if exc.code in (10, 11):
+        if exc.code in GATEWAY_CODES:
             return None  # a gateway saying nobody is there
         return f"answers with {exc}"
-    except FrameError as exc:
+    except UnexpectedReply as exc:
         return f"odd reply ({exc})"
+    except FrameError as exc:
+        return f"garbled reply ({exc}): check baud rate and parity"
+    return f"{request.table} {request.address} = {value}"
 
 
 def scan(port: str, baudrate: int, units: list[int], *, parity: str = "N", stopbits: int = 1,
@@ -198,7 +191,7 @@ def scan(port: str, baudrate: int, units: list[int], *, parity: str = "N", stopb
         print(f"scanning {port} at {baudrate} {bytesize}{bus.parity[0].upper()}{stopbits} "
               f"({framing}), units {units[0]}..{units[-1]}, {timeout:g} s each", file=out)
         for unit in units:
-            said = ask(line, framing, unit, timeout)
+            said = ask(unit_driver(line, framing, unit))
             if said is not None:
                 found.append(unit)
                 print(f"  unit {unit:>3}: {said}", file=out, flush=True)

@@ -2,12 +2,13 @@
 
 A device says `profile: NAME`; NAME.yaml is looked up in the site's profiles directory
 (`profiles_dir`, default `profiles/` beside agent.yaml), then /etc/edge-agent/profiles, then
-the profiles shipped in config/profiles. A profile holds `points:` and any device key that
-describes the model rather than the installation (byte order, read limits, line format,
-interval, timeout); not the device's identity or wiring (name, driver, bus, unit, host, port,
-enabled). This module owns finding profiles and merging one into a device before validation:
-the device's own keys win, a device point with the name of a profile point replaces it, and
-the positions of merged values point into the profile file, so errors there are reported there.
+the profiles shipped in config/profiles (package data: `SHIPPED`). A profile holds `points:`
+and any device key that describes the model rather than the installation (byte order, read
+limits, line format, interval, timeout); not the device's identity or wiring (name, driver,
+bus, unit, host, port, enabled). This module owns finding profiles and merging one into a
+device before validation: the device's own keys win, a device point with the name of a profile
+point replaces it, and the positions of merged values point into the profile file, so errors
+there are reported there.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import contextlib
 import os
 import re
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,8 +27,18 @@ from agent.config.yaml import Converter, Issue, Loc, Pos, at, read_yaml
 from agent.core.configbase import NAME_PATTERN
 from agent.core.errors import ConfigError
 
-SHIPPED = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                       "config", "profiles")
+SHIPPED_DATA = "agent.config.shipped"
+"""The package of what the agent ships besides code: the repository's config/ folder, mapped onto
+it by pyproject.toml (its profiles/*.yaml and schemas/*.json only), so an installed wheel has it."""
+
+
+def shipped(folder: str) -> str:
+    """The directory of a folder of shipped data (`profiles`, `schemas`); pip installs packages
+    unpacked, so it is a real directory (in an editable install, the checkout's config/)."""
+    return str(resources.files(SHIPPED_DATA).joinpath(folder))
+
+
+SHIPPED = shipped("profiles")
 """The sensor profiles shipped with the agent (searched last)."""
 SYSTEM = "/etc/edge-agent/profiles"
 NOT_IN_PROFILE = ("name", "driver", "profile", "bus", "unit", "host", "port", "enabled")

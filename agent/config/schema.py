@@ -20,11 +20,12 @@ from typing import Any, get_args
 from pydantic import BaseModel, TypeAdapter
 
 from agent.config.load import AgentConfig, AnyDevice
-from agent.config.profiles import NOT_IN_PROFILE
+from agent.config.profiles import NOT_IN_PROFILE, shipped
 from drivers.registry import CONFIG_MODELS
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SCHEMAS = Path(__file__).resolve().parents[2] / "config" / "schemas"
+SCHEMAS = Path(shipped("schemas"))
+"""config/schemas, shipped as package data beside the profiles."""
 _BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "exclusiveMaximum"}
 
 

@@ -7,7 +7,9 @@ core lent it (`modbus_frame` bytes; a "busy" reply is retried, a damaged reply r
 once), splits a request the device refuses as "illegal data address" and keeps the plan that
 works, and decodes registers into readings (`modbus_codec`). A request that times out ends the
 poll (the device is silent: the core backs off); an exception reply only spoils the points of
-that request. `modbus_tcp`, `modbus_rtu` and `modbus_ascii` differ in framing and port only.
+that request. `read` (one planned read, as `poll` runs it) and `read_once` (one transaction,
+nothing retried) are public for `probe` and `scan`. `modbus_tcp`, `modbus_rtu` and
+`modbus_ascii` differ in framing and port only.
 """
 
 from __future__ import annotations
@@ -204,7 +206,7 @@ class ModbusDriver:
     def _run(self, request: Request, results: dict[int, tuple[Value, str]]) -> list[Request]:
         """Read one planned request into `results`; the request(s) that should stay planned."""
         try:
-            data = self.read(request.table, request.address, request.count, request)
+            data = self.read(request)
         except ModbusExceptionReply as exc:
             if exc.code in GATEWAY_CODES:
                 raise
@@ -214,45 +216,64 @@ class ModbusDriver:
                 results[i] = (None, exc.quality)
             return [request]
         order = self.config.byte_order
+        for i, own in self.points_in(request, data):
+            results[i] = point_value(self.config.points[i], own, order)
+        return [request]
+
+    def points_in(self, request: Request, data: list[int] | list[bool]
+                  ) -> list[tuple[int, list[int] | list[bool]]]:
+        """(point index, that point's own registers or bits) for each point `request` serves,
+        out of what the request read."""
+        out: list[tuple[int, list[int] | list[bool]]] = []
         for i in request.points:
             s = self.spans[i]
             offset = s.address - request.address
-            results[i] = point_value(self.config.points[i], data[offset:offset + s.count], order)
-        return [request]
+            out.append((i, data[offset:offset + s.count]))
+        return out
 
-    def read(self, table: str, address: int, count: int, request: Request | None = None
-             ) -> list[int] | list[bool]:
-        """One read request, with "busy" retried and a damaged reply read again once."""
-        fc = FUNCTION[table]
-        pdu = read_pdu(fc, address, count)
+    def read(self, request: Request) -> list[int] | list[bool]:
+        """One planned read, as `poll()` runs each request of the plan: registers or bits, with
+        "busy" retried and a damaged reply read again once. Raises `ModbusExceptionReply`,
+        `FrameError` or `DeviceTimeout` (the last two naming the unit)."""
         busy, damaged = 0, 0
         while True:
             try:
-                data = parse_read(self._transact(pdu, fc), fc, count)
+                return self.read_once(request)
             except ModbusExceptionReply as exc:
-                self._record(request, table, address, count, None, exc.quality)
                 if exc.code in (5, 6) and busy < BUSY_RETRIES:
                     busy += 1
                     time.sleep(self.timeout / 4)  # give the device time; protocol, not sync
                     continue
                 raise
             except FrameError as exc:
-                self._record(request, table, address, count, None, exc.quality)
                 if damaged < 1:
                     damaged += 1
                     continue
                 raise FrameError(f"unit {self.unit} on {self.port.name}: {exc}") from None
             except DeviceTimeout as exc:
-                self._record(request, table, address, count, None, "timeout")
                 raise DeviceTimeout(f"unit {self.unit}: {exc}") from None
-            self._record(request, table, address, count, data, None)
-            return data
 
-    def _record(self, request: Request | None, table: str, address: int, count: int,
-                data: list[int] | list[bool] | None, error: str | None) -> None:
+    def read_once(self, request: Request) -> list[int] | list[bool]:
+        """One transaction of `request`, nothing retried: its registers or bits. Raises what the
+        wire said: `ModbusExceptionReply`, `FrameError` (`UnexpectedReply` for a well-framed
+        reply that does not answer the request), `DeviceTimeout`. Recorded in `trace`."""
+        fc = FUNCTION[request.table]
+        try:
+            pdu = self._transact(read_pdu(fc, request.address, request.count), fc)
+            data = parse_read(pdu, fc, request.count)
+        except (ModbusExceptionReply, FrameError) as exc:
+            self._record(request, None, exc.quality)
+            raise
+        except DeviceTimeout:
+            self._record(request, None, "timeout")
+            raise
+        self._record(request, data, None)
+        return data
+
+    def _record(self, request: Request, data: list[int] | list[bool] | None,
+                error: str | None) -> None:
         if self.trace is not None:
-            req = request or Request(table, address, count, ())
-            self.trace.append(Transaction(req, data, error))
+            self.trace.append(Transaction(request, data, error))
 
     def _transact(self, pdu: bytes, fc: int) -> bytes:
         """Send one request and return the reply PDU; the port is held for the whole exchange."""

@@ -1,13 +1,14 @@
 """Pure Modbus framing: read requests and their replies as bytes, for TCP (MBAP), RTU and ASCII.
 
 This module owns the bytes on the wire for the four read functions (1 coils, 2 discrete
-inputs, 3 holding registers, 4 input registers): building request PDUs, wrapping them in an
-MBAP header, an RTU frame (unit + PDU + CRC-16) or an ASCII frame (':' + hex + LRC + CRLF),
-reading a reply frame from a byte source that knows nothing about Modbus (it only hands out
-exactly `n` bytes or a line, and raises `DeviceTimeout` when the line stays silent), checking
-it, and turning a reply PDU into registers or bits. Exception replies become
-`ModbusExceptionReply` with the quality word for the code; damaged frames become `FrameError`.
-No I/O happens here: the caller passes the reading functions.
+inputs, 3 holding registers, 4 input registers; `FUNCTION` maps table names to them): building
+request PDUs, wrapping them in an MBAP header, an RTU frame (unit + PDU + CRC-16) or an ASCII
+frame (':' + hex + LRC + CRLF), reading a reply frame from a byte source that knows nothing
+about Modbus (it only hands out exactly `n` bytes or a line, and raises `DeviceTimeout` when
+the line stays silent), checking it, and turning a reply PDU into registers or bits. Exception
+replies become `ModbusExceptionReply` with the quality word for the code; damaged frames become
+`FrameError` (an intact reply that does not answer the request: its subclass
+`UnexpectedReply`). No I/O happens here: the caller passes the reading functions.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from agent.core.errors import DriverError
 
 Framing = Literal["mbap", "rtu", "ascii"]
 FUNCTION = {"coil": 1, "discrete": 2, "holding": 3, "input": 4}
+"""Table -> read function code: the one place a table name becomes a function code."""
 MAX_COUNT = {1: 2000, 2: 2000, 3: 125, 4: 125}
 
 EXCEPTION_QUALITY = {
@@ -49,6 +51,11 @@ class FrameError(DriverError):
     """A reply arrived but was damaged: bad CRC/LRC, wrong unit or function, bad length."""
 
     quality = "crc_error"
+
+
+class UnexpectedReply(FrameError):
+    """A reply that arrived intact but does not answer the request: another function code,
+    or a byte count that does not match what was asked."""
 
 
 def read_pdu(fc: int, address: int, count: int) -> bytes:
@@ -130,18 +137,20 @@ def read_mbap(recv: Recv, tid: int) -> bytes | None:
 
 
 def parse_read(pdu: bytes, fc: int, count: int) -> list[int] | list[bool]:
-    """Registers (fc 3, 4) or bits (fc 1, 2) from a reply PDU; raises on exception replies."""
+    """Registers (fc 3, 4) or bits (fc 1, 2) from a reply PDU; raises `ModbusExceptionReply` on
+    exception replies and `UnexpectedReply` on replies that do not answer function `fc`."""
     if pdu and pdu[0] == fc | 0x80:
         raise ModbusExceptionReply(pdu[1] if len(pdu) > 1 else 0)
     if not pdu or pdu[0] != fc:
-        raise FrameError(f"reply to function {fc} has function {pdu[:1].hex() or 'none'}")
+        raise UnexpectedReply(f"reply to function {fc} has function {pdu[:1].hex() or 'none'}")
     data = pdu[2:]
     if len(pdu) < 2 or pdu[1] != len(data):
-        raise FrameError(f"reply byte count {pdu[1] if len(pdu) > 1 else '?'} != {len(data)}")
+        raise UnexpectedReply(
+            f"reply byte count {pdu[1] if len(pdu) > 1 else '?'} != {len(data)}")
     if fc in (1, 2):
         if len(data) != (count + 7) // 8:
-            raise FrameError(f"asked {count} bits, reply carries {len(data)} bytes")
+            raise UnexpectedReply(f"asked {count} bits, reply carries {len(data)} bytes")
         return [bool(data[i // 8] >> (i % 8) & 1) for i in range(count)]
     if len(data) != 2 * count:
-        raise FrameError(f"asked {count} registers, reply carries {len(data)} bytes")
+        raise UnexpectedReply(f"asked {count} registers, reply carries {len(data)} bytes")
     return list(struct.unpack(f">{count}H", data))

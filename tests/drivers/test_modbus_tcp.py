@@ -15,6 +15,7 @@ from agent.polling.reporting import ReportFilter
 from agent.sim.broker import free_port
 from agent.sim.modbus import ModbusSimulator
 from drivers.modbus.driver import ModbusDriver
+from drivers.modbus.frame import ModbusExceptionReply
 from drivers.modbus.tcp import ModbusTcpConfig
 from drivers.registry import create
 
@@ -79,6 +80,24 @@ def test_silent_tcp_unit_times_out_and_recovers(sim: ModbusSimulator) -> None:
     assert getattr(err.value, "quality", None) == "timeout"
     sim.silent.clear()
     assert driver.poll()[0].quality == "good"
+
+
+def test_one_planned_read_retries_like_a_poll_and_read_once_does_not(
+        sim: ModbusSimulator) -> None:
+    """`read` is the transaction a poll runs for each planned request ("busy" retried);
+    `read_once` is one exchange, and each shows up in the trace as `probe` prints it."""
+    sim.set_registers(1, "holding", 10, [7, 8, 9])
+    driver = tcp(sim.port, [{"name": "a", "address": 10}, {"name": "b", "address": 12}])
+    (request,) = driver.plan
+    driver.trace = []
+    sim.set_busy(1, 1)
+    assert driver.read(request) == [7, 8, 9]
+    assert [t.error for t in driver.trace] == ["device_busy", None]
+    assert driver.points_in(request, [7, 8, 9]) == [(0, [7]), (1, [9])]
+    sim.set_busy(1, 1)
+    with pytest.raises(ModbusExceptionReply, match="device busy"):
+        driver.read_once(request)
+    assert driver.read_once(request) == [7, 8, 9]
 
 
 def test_reporting_rules() -> None:
