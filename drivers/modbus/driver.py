@@ -289,7 +289,8 @@ class ModbusDriver:
                     return read_rtu(lambda n: port.recv(n, deadline), unit, fc)
                 if self.framing == "ascii":
                     return read_ascii(lambda: port.recv_line(deadline), unit)
-                while (reply := read_mbap(lambda n: port.recv(n, deadline), self._tid)) is None:
+                while (reply := read_mbap(lambda n: port.recv(n, deadline), self._tid,
+                                          unit)) is None:
                     pass  # a stale reply to an earlier, timed-out request
                 return reply
             except (DeviceTimeout, FrameError):

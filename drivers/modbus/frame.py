@@ -127,13 +127,21 @@ def read_ascii(recv_line: Callable[[], bytes], unit: int) -> bytes:
     return adu[1:-1]
 
 
-def read_mbap(recv: Recv, tid: int) -> bytes | None:
-    """Read one MBAP reply; its PDU, or None if it answers another (stale) transaction."""
+def read_mbap(recv: Recv, tid: int, unit: int) -> bytes | None:
+    """Read one MBAP reply; its PDU, or None if it answers another (stale) transaction.
+
+    A reply is matched on all three ids the header carries: transaction, protocol (0) and
+    unit. A reply to this transaction from another unit (a TCP gateway mixing up its serial
+    units) is a damaged reply, never a value."""
     got_tid, proto, length = struct.unpack(">HHH", recv(6))
     if proto != 0 or not 2 <= length <= 254:
         raise FrameError(f"malformed MBAP header (protocol {proto}, length {length})")
     body = recv(length)
-    return body[1:] if got_tid == tid & 0xFFFF else None
+    if got_tid != tid & 0xFFFF:
+        return None
+    if body[0] != unit:
+        raise FrameError(f"reply from unit {body[0]} while waiting for unit {unit}")
+    return body[1:]
 
 
 def parse_read(pdu: bytes, fc: int, count: int) -> list[int] | list[bool]:

@@ -98,8 +98,17 @@ def test_mbap_skips_stale_transactions() -> None:
     stale = bytes.fromhex("0001 0000 0005 01 03 02 0001".replace(" ", ""))
     fresh = bytes.fromhex("0002 0000 0005 01 03 02 0002".replace(" ", ""))
     recv = reader(stale + fresh)
-    assert read_mbap(recv, 2) is None
-    assert read_mbap(recv, 2) == bytes([3, 2, 0, 2])
+    assert read_mbap(recv, 2, 1) is None
+    assert read_mbap(recv, 2, 1) == bytes([3, 2, 0, 2])
+
+
+def test_mbap_reply_from_another_unit_is_damaged_not_a_value() -> None:
+    other = bytes.fromhex("0002 0000 0005 02 03 02 0002".replace(" ", ""))
+    with pytest.raises(FrameError, match="reply from unit 2 while waiting for unit 1"):
+        read_mbap(reader(other), 2, 1)
+    odd = bytes.fromhex("0002 0001 0005 01 03 02 0002".replace(" ", ""))
+    with pytest.raises(FrameError, match="malformed MBAP header \\(protocol 1"):
+        read_mbap(reader(odd), 2, 1)
 
 
 def test_bits_are_unpacked_lsb_first() -> None:

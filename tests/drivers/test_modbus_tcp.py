@@ -3,6 +3,10 @@ that is killed and restarted, gateway replies, and the core's reporting rules on
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import struct
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,7 +19,7 @@ from agent.polling.reporting import ReportFilter
 from agent.sim.broker import free_port
 from agent.sim.modbus import ModbusSimulator
 from drivers.modbus.driver import ModbusDriver
-from drivers.modbus.frame import ModbusExceptionReply
+from drivers.modbus.frame import FrameError, ModbusExceptionReply
 from drivers.modbus.tcp import ModbusTcpConfig
 from drivers.registry import create
 
@@ -121,3 +125,54 @@ def test_reporting_rules() -> None:
     assert poll(5000, 1.4, 1) == ["level=1.4", "raw=1"]             # back to good
     assert poll(15000, 1.4, 1) == ["level=1.4", "raw=1"]            # max_silence 10 s
     assert rf.suppressed == 7  # state unchanged since 2 s: its max_silence is the default
+
+
+class RawServer:
+    """A hand-written Modbus TCP server on a raw socket that answers every read request for
+    unit `answer_as` (the wrong one, as a TCP gateway mixing up its serial units does) with
+    registers counting 1, 2, 3..."""
+
+    def __init__(self, answer_as: int) -> None:
+        self.answer_as, self.requests = answer_as, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = self.sock.accept()
+                with conn:
+                    while head := conn.recv(7, socket.MSG_WAITALL):
+                        tid, _proto, length, _unit = struct.unpack(">HHHB", head)
+                        fc, _addr, count = struct.unpack(">BHH", conn.recv(length - 1,
+                                                                           socket.MSG_WAITALL))
+                        self.requests += 1
+                        data = b"".join(struct.pack(">H", i + 1) for i in range(count))
+                        pdu = bytes([fc, len(data)]) + data
+                        conn.sendall(struct.pack(">HHHB", tid, 0, len(pdu) + 1, self.answer_as)
+                                     + pdu)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_reply_from_another_unit_is_never_a_value() -> None:
+    server = RawServer(answer_as=2)
+    try:
+        driver = tcp(server.port, [{"name": "a", "address": 0}, {"name": "b", "address": 1}],
+                     unit=1)
+        with pytest.raises(FrameError, match="reply from unit 2 while waiting for unit 1"):
+            driver.poll()  # the runner turns it into readings of quality crc_error
+        driver.close()
+    finally:
+        server.close()
+    assert server.requests == 2, "read once more (a damaged reply), then refused"
+    right = RawServer(answer_as=1)
+    try:
+        driver = tcp(right.port, [{"name": "a", "address": 0}], unit=1)
+        assert [(r.value, r.quality) for r in driver.poll()] == [(1, "good")]
+        driver.close()
+    finally:
+        right.close()

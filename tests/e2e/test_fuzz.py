@@ -47,7 +47,7 @@ FC = st.sampled_from([1, 2, 3, 4])
 def test_modbus_decoders_take_any_bytes(data: bytes, unit: int, fc: int, count: int) -> None:
     for decode in (lambda: read_rtu(feeder(data), unit, fc),
                    lambda: read_ascii(lambda: data, unit),
-                   lambda: read_mbap(feeder(data), 7),
+                   lambda: read_mbap(feeder(data), 7, unit),
                    lambda: parse_read(data, fc, count)):
         try:
             decode()
