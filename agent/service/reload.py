@@ -10,18 +10,22 @@ readings are neither lost nor sent twice). The runtime carries the `Plan` out in
 poll in progress finishes and is queued), reopens changed buses, starts runners for added and
 changed devices, and leaves every other device's runner - its connection, backoff and state -
 untouched; `report` logs what it did. An invalid config is never applied: the caller keeps the
-old one and logs why.
+old one and logs why. `PendingLoad` reads the new config on its own thread, within
+`RELOAD_DEADLINE`, so a reload can never hold up a stop or the watchdog.
 """
 
 from __future__ import annotations
 
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import BaseModel
 
-from agent.config.load import AgentConfig
+from agent.config.load import AgentConfig, load
 from agent.core import log
+from agent.core.errors import ConfigError, ConfigIssue
 from agent.transport.ports import BusConfig
 from drivers.base import DeviceConfig
 
@@ -112,3 +116,38 @@ def report(p: Plan, took_s: float) -> None:
         out.warning("restart needed to apply", keys=list(p.restart_keys),
                     hint="systemctl restart edge-agent; until then the agent runs the "
                     "previous values of these keys")
+
+
+RELOAD_DEADLINE = 60.0
+"""Seconds reading the config for a reload may take before the reload is refused (each file is
+also bounded: `agent.config.yaml.MAX_FILE_BYTES`, `READ_DEADLINE`)."""
+
+
+class PendingLoad:
+    """The config read for a reload, on its own daemon thread: the main thread keeps answering
+    signals and the watchdog meanwhile, and a read that never ends is abandoned at stop."""
+
+    def __init__(self, path: str, deadline: float | None = None) -> None:
+        self.path, self.started = path, time.monotonic()
+        self.deadline = RELOAD_DEADLINE if deadline is None else deadline
+        self._result: AgentConfig | ConfigError | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._read, name="config-reload", daemon=True).start()
+
+    def _read(self) -> None:
+        try:
+            self._result = load(self.path).config
+        except ConfigError as exc:
+            self._result = exc
+        except Exception as exc:  # a bug must not leave the reload pending for ever
+            self._result = ConfigError([ConfigIssue(self.path, 1, 1, f"cannot read: {exc!r}")])
+        self._done.set()
+
+    def result(self) -> AgentConfig | ConfigError | None:
+        """The new config or why it is refused; None while it is still being read."""
+        if self._done.is_set():
+            return self._result
+        if time.monotonic() - self.started > self.deadline:
+            return ConfigError([ConfigIssue(self.path, 1, 1, f"reading the config took longer "
+                                            f"than {self.deadline:g} s; not applied")])
+        return None

@@ -31,7 +31,7 @@ from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
 from agent.queue.store import Limits, Queue, QueueStats
 from agent.service.health import HealthReporter
-from agent.service.reload import Plan, plan, report, restart_sections
+from agent.service.reload import PendingLoad, Plan, plan, report, restart_sections
 from agent.service.status_file import StatusFile, path_for
 from agent.service.status_page import StatusPage
 from agent.service.systemd import Service
@@ -92,14 +92,20 @@ class Agent:
         started = time.monotonic()
         self._log.info("config reload requested", config=config_file)
         try:
-            new = load(config_file).config
+            return self.reloaded(load(config_file).config, started)
         except ConfigError as exc:
-            for issue in exc.issues:
+            return self.reloaded(exc, started)
+
+    def reloaded(self, new: AgentConfig | ConfigError, started: float) -> bool:
+        """Apply a config read for a reload (`reload.PendingLoad`), or log why it is refused
+        and keep running the config in use. True if applied."""
+        if isinstance(new, ConfigError):
+            for issue in new.issues:
                 self._log.error("config error", at=f"{issue.file}:{issue.line}:{issue.col}",
                                 error=issue.message)
             self._log.error("config reload refused: still running the previous config",
-                            errors=len(exc.issues))
-            self.status_file.reloaded(False, [str(i) for i in exc.issues])
+                            errors=len(new.issues))
+            self.status_file.reloaded(False, [str(i) for i in new.issues])
             return False
         p = plan(self.config, new)
         self.apply(p, new)
@@ -206,8 +212,13 @@ class Agent:
             recent=r.recent) for r in list(self.runners))
 
 
-def run(config_path: str, stop: threading.Event | None = None) -> int:
-    """`edge-agent run`: load, start, wait for SIGINT/SIGTERM (or `stop`), stop cleanly."""
+def run(config_path: str, stop: threading.Event | None = None,
+        reload: threading.Event | None = None) -> int:
+    """`edge-agent run`: load, start, wait for SIGINT/SIGTERM (or `stop`), stop cleanly.
+
+    SIGHUP (or `reload`) reads the config again on its own thread (`reload.PendingLoad`), so the
+    main thread keeps answering signals and the watchdog: a stop is never held up by a reload,
+    and a read that takes longer than `RELOAD_DEADLINE` is refused."""
     try:
         config = load_config(config_path)
     except ConfigError as exc:
@@ -215,8 +226,7 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
         return EXIT_CONFIG
     log.setup(config.log.level, config.log.format)
     stop = stop or threading.Event()
-
-    reload = threading.Event()
+    reload = reload or threading.Event()
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         log.get("agent").info("stop requested", signal=signal.Signals(signum).name)
@@ -237,11 +247,16 @@ def run(config_path: str, stop: threading.Event | None = None) -> int:
     agent.start()
     service = Service.from_env()  # systemd: READY, STATUS, RELOADING, STOPPING, watchdog
     service.ready(agent)
+    pending: PendingLoad | None = None
     while not stop.wait(0.2):
-        if reload.is_set():
+        if reload.is_set() and pending is None:
             reload.clear()
             service.reloading()
-            ok = agent.reload(config_path)
+            log.get("agent").info("config reload requested", config=config_path)
+            pending = PendingLoad(config_path)
+        if pending is not None and (new := pending.result()) is not None:
+            ok = agent.reloaded(new, pending.started)
+            pending = None
             service.ready(agent, "" if ok else "reload refused, running the previous config")
         agent.status_file.write_if_due(agent)
         service.tick(agent)

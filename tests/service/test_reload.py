@@ -3,7 +3,10 @@ and the broker is down; then the broker comes back and every reading arrives exa
 
 from __future__ import annotations
 
+import signal
 import sqlite3
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -11,9 +14,9 @@ from typing import Any
 from agent.config.load import load_config
 from agent.service.reload import plan
 from agent.service.runtime import Agent
-from agent.sim.broker import LocalBroker
+from agent.sim.broker import LocalBroker, free_port
 from agent.sim.modbus import ModbusSimulator
-from tests.support import Collector, modbus_device, wait_until, write_config
+from tests.support import Collector, modbus_device, next_seq_in, wait_until, write_config
 
 TURBIDITY = {"name": "turbidity", "address": 100, "type": "float32", "unit": "NTU"}
 CHLORINE = {"name": "chlorine", "address": 102, "type": "uint16", "scale": 0.01}
@@ -147,3 +150,44 @@ devices:
     p = plan(base, config(9600, 2, disabled=True))
     assert (p.changed, p.removed, p.buses_opened, p.log_changed) == (("on-a",), ("tcp",), (),
                                                                      True)
+
+
+_STUCK_RUN = """
+import sys, threading
+from agent.service import reload, runtime
+real, release = reload.load, threading.Event()
+def stuck(path):  # an NFS mount that stopped answering
+    print("reading the config", flush=True)
+    release.wait(600)
+    return real(path)
+reload.load, reload.RELOAD_DEADLINE = stuck, 0.5
+sys.exit(runtime.run(sys.argv[1]))
+"""
+
+
+def test_a_reload_that_never_finishes_reading_neither_blocks_a_stop_nor_is_applied(
+        tmp_path: Path, plc: ModbusSimulator) -> None:
+    """The read happens on its own thread: a read past the deadline is refused, polling goes on
+    meanwhile, and SIGTERM during a read stops the agent at once."""
+    cfg = write_config(tmp_path / "agent.yaml", broker_port=free_port(),
+                       devices=[modbus_device("plc", plc.port, interval="50ms")])
+    out = tmp_path / "agent.log"
+    with out.open("w") as sink:
+        proc = subprocess.Popen([sys.executable, "-c", _STUCK_RUN, str(cfg)], stdout=sink,
+                                stderr=subprocess.STDOUT)
+    try:
+        db = tmp_path / "queue.db"
+        wait_until(lambda: db.exists() and next_seq_in(db) > 5, what="polling")
+        proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: "config reload refused" in out.read_text(), what="refused in time")
+        polled = next_seq_in(db)
+        wait_until(lambda: next_seq_in(db) > polled + 5, what="still polling")
+        proc.send_signal(signal.SIGHUP)  # stuck again: the stop must not wait for it
+        wait_until(lambda: out.read_text().count("reading the config") == 2, what="2nd reload")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    text = out.read_text()
+    assert "took longer than 0.5 s; not applied" in text and "Traceback" not in text
