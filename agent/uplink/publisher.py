@@ -2,8 +2,10 @@
 
 This module owns the connection: its own network thread connects (TLS with verification unless
 told otherwise, credentials read at connect time), runs paho's `loop()`, and reconnects with
-exponential backoff and +-25% jitter so a fleet does not reconnect in lockstep. Because it makes
-the connect calls itself it knows why one failed (refused, untrusted certificate, expired,
+exponential backoff and +-25% jitter so a fleet does not reconnect in lockstep; the backoff
+starts over only after a connection stayed up `STABLE_AFTER` s, so a broker that closes every
+connection right after accepting it is retried less and less often, not every second. Because it
+makes the connect calls itself it knows why one failed (refused, untrusted certificate, expired,
 bad credentials, client id refused) and logs that cause once per outage; polling and queueing
 never wait for it. It keeps the retained status topic truthful (online at every connect, offline
 on clean stop and as Last Will) and reports each acknowledged message id, and each (re)connect,
@@ -18,6 +20,7 @@ import random
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -32,6 +35,8 @@ from agent.core.model import now_ms
 from agent.uplink.contract import encode_status, status_topic
 
 _OK_RCS = (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: paho keeps it and resends
+STABLE_AFTER = 10.0
+"""Seconds a connection must last before the reconnect backoff starts over from reconnect_min."""
 
 
 def tls_context(cfg: TlsConfig) -> ssl.SSLContext:
@@ -82,6 +87,7 @@ class Publisher:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._delay = cfg.reconnect_min
+        self._up_since: float | None = None  # monotonic time the current connection was accepted
         self._accepted = self._refused = False  # what became of the current connection attempt
         self.connected = threading.Event()
         self._log = log.get("uplink")
@@ -191,6 +197,9 @@ class Publisher:
                 continue
             while not self._stop.is_set() and self._client.loop(timeout=0.2) == 0:
                 pass
+            if self._up_since is not None and time.monotonic() - self._up_since >= STABLE_AFTER:
+                self._delay = self._cfg.reconnect_min  # it was a real connection: start over
+            self._up_since = None
             self.connected.clear()
             if self._stop.is_set():
                 break
@@ -221,7 +230,7 @@ class Publisher:
                        encode_status(self._gateway, "online", now_ms(), __version__,
                                      self._devices),
                        qos=1, retain=True)
-        self._delay = self._cfg.reconnect_min
+        self._up_since = time.monotonic()
         self.connected.set()
         self.connected_since_ms = now_ms()
         self.reconnects += self._ever_connected

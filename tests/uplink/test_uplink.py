@@ -4,10 +4,15 @@ own words while polling and queueing go on; health messages; a clock that jumps.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
 import os
 import shutil
+import socket
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +20,12 @@ import pytest
 import structlog
 
 from agent.config.load import load_config
+from agent.config.mqtt import MqttConfig
 from agent.core.clock import ManualClock, use
 from agent.core.errors import ConfigError
 from agent.service.runtime import Agent
 from agent.sim.broker import LocalBroker
+from agent.uplink.publisher import Publisher
 from tests.peers.pki import Pki, make_pki
 from tests.support import EDGE_AGENT, Collector, modbus_device, wait_until, write_config
 
@@ -234,3 +241,33 @@ def test_client_id_refused_is_named(tmp_path: Path, run_agent: Any) -> None:
         assert "identifier" in error.lower() or "authorized" in error.lower(), error
     finally:
         broker.stop()
+
+
+def test_a_broker_that_closes_every_accepted_connection_is_retried_less_and_less_often() -> None:
+    """CONNACK accepted, then the socket closed at once (a broker or a proxy that kicks the
+    client): the backoff must grow as for a refused connection, not restart at every accept."""
+    server = socket.create_server(("127.0.0.1", 0))
+    accepted: list[float] = []
+
+    def kick() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                with conn:
+                    conn.recv(1024)  # CONNECT
+                    conn.sendall(b"\x20\x02\x00\x00")  # CONNACK (3.1.1): accepted
+                    accepted.append(time.monotonic())
+
+    threading.Thread(target=kick, daemon=True).start()
+    cfg = MqttConfig(host="127.0.0.1", port=server.getsockname()[1], protocol="3.1.1",
+                     reconnect_min=0.1, reconnect_max=3.2)
+    publisher = Publisher(cfg, "gw", [])
+    publisher.start()
+    try:
+        wait_until(lambda: len(accepted) >= 6, timeout=30, what="six accepted connections")
+    finally:
+        publisher.stop(timeout=0.5)
+        server.close()
+    gaps = [b - a for a, b in itertools.pairwise(accepted)]
+    # 0.1, 0.2, 0.4, 0.8, 1.6 s (+-25 %): the fifth gap is far longer than the first
+    assert gaps[4] > 4 * gaps[0], gaps
