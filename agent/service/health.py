@@ -109,6 +109,21 @@ class HealthReporter:
         if self._thread is not None:
             self._thread.join()
 
+    def final(self) -> None:
+        """At a clean stop, while still connected: one last retained health saying the uplink is
+        going down, so the platform does not read `connected: true` from a stopped gateway.
+        (After a crash the retained status, the Last Will, says `offline`.)"""
+        if self._interval <= 0 or not self._publisher.connected.is_set():
+            return
+        try:
+            doc = snapshot(self._view)
+            doc["uplink"] |= {"connected": False, "last_error": "agent stopped"}
+            body = json.dumps(doc, separators=(",", ":")).encode()
+            self._publisher.publish(self._topic, body, qos=1, retain=True)
+            self.sent += 1
+        except (AgentError, OSError) as exc:
+            self._log.warning("health not published", error=str(exc))
+
     def _run(self) -> None:
         uplink = self._publisher
         while not self._stop.is_set():

@@ -152,6 +152,7 @@ class Agent:
         self.health.stop()
         self.scheduler.stop()
         self.forwarder.stop(grace=2.0)
+        self.health.final()  # sent before `offline`, which publisher.stop waits for
         self.publisher.stop()
         self.queue.flush()  # the deletions of what the broker acknowledged last
         self.status_file.write(self, "stopped")

@@ -271,3 +271,22 @@ def test_a_broker_that_closes_every_accepted_connection_is_retried_less_and_less
     gaps = [b - a for a, b in itertools.pairwise(accepted)]
     # 0.1, 0.2, 0.4, 0.8, 1.6 s (+-25 %): the fifth gap is far longer than the first
     assert gaps[4] > 4 * gaps[0], gaps
+
+
+def test_a_clean_stop_leaves_a_retained_health_that_says_the_uplink_is_down(
+        broker: LocalBroker, collector: Collector, run_agent: Any) -> None:
+    agent = run_agent(broker.port, health_interval="200ms")
+    wait_until(lambda: len(collector.healths()) >= 2, what="health while running")
+    assert collector.healths()[-1]["uplink"]["connected"] is True
+    agent.stop()
+    wait_until(lambda: collector.statuses() and collector.statuses()[-1]["state"] == "offline",
+               what="offline")
+    last = collector.healths()[-1]
+    assert last["uplink"] == last["uplink"] | {"connected": False, "last_error": "agent stopped"}
+    late = Collector(broker.port)  # the platform after a restart: the retained messages
+    try:
+        wait_until(lambda: late.healths() and late.statuses(), what="retained messages")
+        assert late.healths()[-1]["uplink"]["connected"] is False
+        assert late.statuses()[-1]["state"] == "offline"
+    finally:
+        late.stop()
