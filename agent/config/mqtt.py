@@ -8,25 +8,64 @@ Paths are resolved against the config file's directory, like the queue path.
 from __future__ import annotations
 
 import os
+import re
 import stat
 from typing import Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from agent.core.configbase import Strict
+from agent.core.errors import PublishError
 from agent.core.units import ByteSize, Duration
 
 TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
 
 
+CREDENTIAL = "credential:"
+"""`password_file: credential:NAME` (and the other secret files): the systemd credential NAME,
+which the unit passes with `LoadCredential=NAME:/etc/edge-agent/secrets/NAME`."""
+SYSTEMD_CREDENTIALS = "/run/credentials/edge-agent.service"
+"""Where systemd puts the service's credentials; `$CREDENTIALS_DIRECTORY` inside the service."""
+_CREDENTIAL_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+
+
 def resolve(value: str, info: ValidationInfo) -> str:
-    """A path relative to the config file's directory (or the working directory)."""
+    """A path relative to the config file's directory (or the working directory); for
+    `credential:NAME`, the file systemd passed as credential NAME."""
+    if value.startswith(CREDENTIAL):
+        return credential_path(value[len(CREDENTIAL):])
     base = (info.context or {}).get("base_dir") or os.getcwd()
     return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 
 
+def credential_path(name: str) -> str:
+    """The file of systemd credential `name`. Inside the service `$CREDENTIALS_DIRECTORY` says
+    where; a technician's `check` beside a running service finds it under /run/credentials."""
+    if not _CREDENTIAL_NAME.match(name) or name in (".", ".."):
+        raise ValueError(f"credential:{name}: a credential name is letters, digits and _ . - "
+                         "(the NAME of LoadCredential=NAME:PATH in the unit)")
+    folder = os.environ.get("CREDENTIALS_DIRECTORY")
+    path = os.path.join(folder or SYSTEMD_CREDENTIALS, name)
+    if folder and not os.path.isfile(path):
+        raise ValueError(f"credential:{name}: systemd passed no credential {name!r}: add "
+                         f"LoadCredential={name}:/etc/edge-agent/secrets/{name} to the unit "
+                         "(systemctl edit edge-agent)")
+    return path
+
+
+def _in_credentials(path: str) -> bool:
+    folders = [SYSTEMD_CREDENTIALS, os.environ.get("CREDENTIALS_DIRECTORY") or SYSTEMD_CREDENTIALS]
+    return any(os.path.dirname(path) == os.path.normpath(f) for f in folders)
+
+
 def private_file(path: str, what: str) -> str:
-    """`path` must be a readable file that other users cannot read (a secret)."""
+    """`path` must be a readable file that other users cannot read (a secret). A systemd
+    credential is private by construction (systemd gives it to the service's user only) and
+    may be missing while the service does not run: `check` then cannot look at it."""
+    if _in_credentials(path):
+        if os.path.exists(path) and not os.path.isfile(path):
+            raise ValueError(f"{what} {path} is not a regular file")
+        return path
     try:
         st = os.stat(path)
     except OSError as exc:
@@ -100,7 +139,8 @@ class MqttConfig(Strict):
                                                "the agent's JSON, or SenML (RFC 8428)")
     username: str | None = Field(default=None, min_length=1, description="MQTT user name")
     password_file: str | None = Field(default=None, description="file holding the MQTT password "
-                                      "(refused when other users can read it)")
+                                      "(refused when other users can read it), or "
+                                      "credential:NAME for a systemd credential")
     password_env: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
                                      description="environment variable holding the password")
     tls: TlsConfig | None = Field(default=None, description="TLS settings; TLS is on when set")
@@ -124,8 +164,13 @@ class MqttConfig(Strict):
     def password(self) -> str | None:
         """The password, read now from its file or variable (never stored in the model)."""
         if self.password_file:
-            with open(self.password_file, encoding="utf-8") as f:
-                return f.read().strip()
+            try:
+                with open(self.password_file, encoding="utf-8") as f:
+                    return f.read().strip()
+            except (OSError, UnicodeDecodeError) as exc:  # never quote the content
+                why = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise PublishError(f"cannot read the MQTT password from {self.password_file}: "
+                                   f"{why}") from None
         if self.password_env:
             return os.environ.get(self.password_env)
         return None

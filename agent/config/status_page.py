@@ -9,6 +9,7 @@ the token. `agent.service.status_page` serves the page.
 from __future__ import annotations
 
 import ipaddress
+import os
 from typing import Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -33,7 +34,8 @@ class StatusPageConfig(Strict):
     port: int = Field(default=8088, ge=1, le=65535, description="TCP port")
     token_file: str | None = Field(
         default=None, description="file holding the access token (at least 16 characters; "
-        "refused when other users can read it); once set, every data request needs it")
+        "refused when other users can read it), or credential:NAME for a systemd credential; "
+        "once set, every data request needs it")
 
     @field_validator("bind")
     @classmethod
@@ -50,6 +52,8 @@ class StatusPageConfig(Strict):
         if value is None:
             return None
         path = private_file(resolve(value, info), "token_file")
+        if not os.path.exists(path) and "CREDENTIALS_DIRECTORY" not in os.environ:
+            return path  # a credential of a service that is not running: read at its start
         try:
             token = read_token(path)
         except OSError as exc:

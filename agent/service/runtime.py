@@ -26,7 +26,7 @@ from agent import __version__
 from agent.config.load import AgentConfig, load, load_config
 from agent.core import log
 from agent.core.clock import SYSTEM
-from agent.core.errors import ConfigError, QueueError
+from agent.core.errors import ConfigError, PublishError, QueueError
 from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
 from agent.queue.store import Limits, Queue, QueueStats
@@ -244,6 +244,9 @@ def run(config_path: str, stop: threading.Event | None = None,
         agent = Agent(config, config_path)
     except QueueError as exc:
         log.get("queue").error("cannot start", error=str(exc))
+        return EXIT_FAILURE
+    except PublishError as exc:  # TLS files or the password unreadable now
+        log.get("uplink").error("cannot start", error=str(exc))
         return EXIT_FAILURE
     agent.start()
     service = Service.from_env()  # systemd: READY, STATUS, RELOADING, STOPPING, watchdog

@@ -290,3 +290,34 @@ def test_a_clean_stop_leaves_a_retained_health_that_says_the_uplink_is_down(
         assert late.statuses()[-1]["state"] == "offline"
     finally:
         late.stop()
+
+
+def test_the_password_can_come_from_a_systemd_credential(
+        tmp_path: Path, run_agent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`password_file: credential:NAME` reads $CREDENTIALS_DIRECTORY/NAME, as systemd passes
+    it with LoadCredential=; a credential the unit does not pass is named with the fix."""
+    creds = tmp_path / "credentials"
+    creds.mkdir()
+    (creds / "mqtt-password").write_text("s3cret-gw\n")
+    os.chmod(creds / "mqtt-password", 0o440)  # systemd's own mode: not refused
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    broker = _acl_broker(tmp_path)
+    collector = Collector(broker.port, username="platform", password="p")
+    try:
+        agent = run_agent(broker.port, username="test-gw", password_file="credential:mqtt-password")
+        assert agent.config.mqtt.password_file == str(creds / "mqtt-password")
+        wait_until(lambda: len(collector.readings()) >= 5, what="telemetry with the credential")
+    finally:
+        collector.stop()
+        broker.stop()
+    cfg = write_config(tmp_path / "other.yaml", broker_port=1883, username="gw",
+                       password_file="credential:mqtt-pass", devices=[modbus_device("p", 5020)])
+    with pytest.raises(ConfigError, match=r"systemd passed no credential 'mqtt-pass': add "
+                       r"LoadCredential=mqtt-pass:/etc/edge-agent/secrets/mqtt-pass"):
+        load_config(cfg)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY")  # a technician's check: not the service
+    assert load_config(cfg).mqtt.password_file == "/run/credentials/edge-agent.service/mqtt-pass"
+    bad = write_config(tmp_path / "bad.yaml", broker_port=1883, username="gw",
+                       password_file="credential:../etc/shadow", devices=[modbus_device("p", 5020)])
+    with pytest.raises(ConfigError, match="a credential name is letters, digits"):
+        load_config(bad)
