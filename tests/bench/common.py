@@ -16,6 +16,7 @@ from typing import Any
 
 from agent.core.clock import SYSTEM
 from agent.core.model import Reading, now_ms
+from agent.queue import schema
 from agent.queue.store import Queue
 from tests.support import wait_until
 
@@ -62,7 +63,7 @@ def depth(db: Path) -> int:
         return 0
     con = sqlite3.connect(db, timeout=10)
     try:
-        row = con.execute("SELECT value FROM meta WHERE key='depth'").fetchone()
+        row = con.execute(schema.META_VALUE, (schema.DEPTH,)).fetchone()
         return int(row[0]) if row else 0
     except sqlite3.OperationalError:
         return 0

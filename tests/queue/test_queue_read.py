@@ -11,6 +11,7 @@ from pathlib import Path
 from agent.core.model import Reading
 from agent.queue.commit import GroupCommit, Write
 from agent.queue.store import Queue
+from agent.queue.tail import TAIL
 from tests.support import wait_until
 
 
@@ -110,15 +111,13 @@ def test_live_rows_come_from_memory_exactly_as_stored(tmp_path: Path) -> None:
 
 
 def test_kept_rows_are_bounded_and_dropped_at_an_eviction(tmp_path: Path) -> None:
-    from agent.queue import store as queue_module
-
     q = Queue(tmp_path / "q.db")
     for k in range(30):  # nobody takes: the uplink is down
         q.put(batch(500, start=500 * k))
-    assert len(q._tail) <= 2 * queue_module.TAIL
+    assert len(q._tail) <= 2 * TAIL
     assert q.take_live(14_000, 5) == q.take_rows(14_000, 5)
-    q._evict_oldest(100, "max_bytes")  # a bound reached: evicted rows must not be sent
-    assert q._tail == []
+    q._bounds.evict_oldest(100, "max_bytes")  # a bound reached: evicted rows must not be sent
+    assert len(q._tail) == 0
     assert q.take_live(0, 5) == q.take_rows(0, 5) and q.take_live(0, 5)[0][0] == 101
     q.close()
 
