@@ -22,8 +22,7 @@ from typing import Any, TextIO
 from agent.config.load import AgentConfig, load_config
 from agent.core.errors import ConfigError, QueueError
 from agent.core.units import parse_duration
-from agent.queue import schema
-from agent.queue.store import Limits, Queue
+from agent.queue import Limits, Queue, schema
 
 CHUNK = 10_000
 
@@ -167,6 +166,6 @@ def _flush_and_delete(out: TextIO, queue: Queue, chunk: list[int]) -> int:
     out.flush()
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.fsync(out.fileno())  # a pipe or terminal: flushed is as far as it goes
-    deleted = queue.ack(chunk)
+    deleted = queue.ack_now(chunk)
     chunk.clear()
     return deleted

@@ -21,8 +21,7 @@ from agent.core.errors import DriverError, QueueError
 from agent.core.model import Reading, now_ms
 from agent.polling.recent import DeviceRecent
 from agent.polling.reporting import ReportFilter
-from agent.queue.commit import Write
-from agent.queue.store import Queue
+from agent.queue import Queue, Receipt
 from drivers.base import Driver, PointConfig
 
 BACKOFF_MAX = 60.0
@@ -65,7 +64,7 @@ class DeviceRunner:
         # progress marks for the watchdog (agent.systemd): in a beat since, last beat ended at
         self.busy_since: float | None = None
         self.beat_at = time.monotonic()
-        self._writes: deque[Write[Reading]] = deque()  # polls handed to the queue, newest last
+        self._writes: deque[Receipt] = deque()  # polls handed to the queue, newest last
 
     @property
     def online(self) -> bool:
@@ -105,13 +104,13 @@ class DeviceRunner:
             except QueueError as exc:
                 self._queue_ep.failed("write", error=str(exc), lost=len(readings))
 
-    def _queued(self, write: Write[Reading]) -> None:
+    def _queued(self, write: Receipt) -> None:
         """The queue committed (or failed to commit) one poll's readings."""
         if write.error is not None:
-            self._queue_ep.failed("write", error=str(write.error), lost=len(write.items))
+            self._queue_ep.failed("write", error=str(write.error), lost=write.count)
         else:
             self._queue_ep.recovered()
-            self.recent.count_queued(len(write.items))
+            self.recent.count_queued(write.count)
 
     def _poll(self) -> list[Reading]:
         try:

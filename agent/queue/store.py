@@ -9,14 +9,14 @@ Invariants (each is tested in tests/queue/):
    `put()` committed by a background thread, which lets the polls submitted within GATHER
    (5 ms) of each other share a transaction: the poll thread does not wait for the disk;
    `close()` commits what was submitted. Deletes after an acknowledgement do not wait for the
-   disk: `ack_later()` (the forwarder's) rides in the committer's next transaction, `ack()`
+   disk: `ack()` (the forwarder's) rides in the committer's next transaction, `ack_now()`
    commits without a sync of its own; a power cut before the next synced commit can only
    bring acknowledged rows back (sent again: a duplicate, never a loss).
 2. One seq per reading, never reused. The seq comes from `meta.next_seq` in the same transaction
    as the rows, so it grows by exactly one per reading across restarts. A floor kept beside the
    database (`<path>.seq`, written ahead in steps of SEQ_RESERVE) keeps seqs from going back
    even when a corrupt database had to be replaced: the platform then sees an honest gap.
-3. Deleted only on acknowledgement or eviction. Rows leave through `ack`/`ack_later` (the
+3. Deleted only on acknowledgement or eviction. Rows leave through `ack`/`ack_now` (the
    broker acknowledged them) or through eviction (agent.queue.bounds), which is counted in
    `meta.evicted`, logged once per episode, and reported in `stats()`. Nothing else deletes.
 4. Bounded. Used bytes stay under `max_bytes`, rows under `max_age`, and the disk keeps
@@ -24,9 +24,9 @@ Invariants (each is tested in tests/queue/):
    (SQLITE_FULL) evicts and retries; a locked database (a technician's sqlite3 shell) is waited
    for `busy_timeout`. Readings that still cannot be written wait in a bounded memory buffer
    (`MAX_PENDING`) and are written first by the next `put()`; overflow is counted as dropped.
-5. Ordered, and memory does not grow with the backlog. `take_rows()` reads a bounded window in
-   seq order through the primary key; the live stream (`take_live()`) is served from the rows
-   of the last commits kept in memory, exactly as stored (at most 2 x TAIL, forgotten at any
+5. Ordered, and memory does not grow with the backlog. `take()` reads a bounded window in
+   seq order through the primary key; the live stream (`take(live=True)`) is served from the
+   rows of the last commits kept in memory, exactly as stored (at most 2 x TAIL, forgotten at any
    eviction or recovery); counters live in `meta`; nothing scans the whole backlog on a hot
    path.
 6. Self-healing. A file that is not a database or is corrupt, at open or later, is renamed
@@ -58,12 +58,13 @@ from agent.core.errors import QueueError
 from agent.core.model import QueuedReading, Reading, Row
 from agent.queue import schema
 from agent.queue.bounds import Bounds, Limits
-from agent.queue.commit import GroupCommit, Ticket, Write
+from agent.queue.commit import GroupCommit, Write
 from agent.queue.files import CORRUPT, FULL, QueueFile, code, describe
 from agent.queue.reader import Reader
+from agent.queue.receipt import Receipt
 from agent.queue.tail import Tail
 
-__all__ = ["Limits", "Queue", "QueueStats"]
+__all__ = ["Limits", "Queue", "QueueStats", "Receipt"]
 
 MAX_PENDING = 100_000
 GATHER = 0.005
@@ -109,7 +110,7 @@ class Queue:
         self._acked_lock = threading.Lock()
         self._ack_ep = log.Episode(self._log, "acknowledged readings not deleted, retrying",
                                    "acknowledged readings deleted")
-        self._tail = Tail()  # the newest committed rows (take_live)
+        self._tail = Tail()  # the newest committed rows (take(live=True))
         self._file = QueueFile(self.path, synchronous, busy_timeout)
         self._db = self._file.open()
         self._bounds = Bounds(self.path, self.limits, lambda: self._db, self._evict, check_every)
@@ -118,7 +119,7 @@ class Queue:
         with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
             self._bounds.enforce(force=True)
 
-    # writing
+    # the face: writing
     def set_listener(self, on_put: Callable[[], None] | None) -> None:
         """Call `on_put()` after every committed put (the forwarder's wake-up)."""
         self._on_put = on_put
@@ -137,42 +138,61 @@ class Queue:
         return self._group.put(readings)
 
     def submit(self, readings: Sequence[Reading],
-               done: Callable[[Write[Reading]], None] | None = None) -> Ticket[Reading]:
+               done: Callable[[Receipt], None] | None = None) -> Receipt:
         """Like `put`, committed by a background thread: returns at once (unless 1,000
-        submitted readings are still waiting), and `done(ticket)` runs once they are committed
-        (`ticket.seqs`) or failed (`ticket.error`). A poll thread goes back to its devices
-        while the disk syncs; `close()` commits what was submitted first."""
+        submitted readings are still waiting), and `done(receipt)` runs once they are
+        committed (`receipt.seqs`) or failed (`receipt.error`). A poll thread goes back to its
+        devices while the disk syncs; `close()` commits what was submitted first."""
         return self._group.submit(readings, done)
 
     def flush(self) -> None:
-        """Commit what was submitted and delete what was acknowledged (`ack_later`); returns
-        once done, so that `stats()` counts only what is really still to send."""
+        """Commit what was submitted and delete what was acknowledged (`ack`); returns once
+        done, so that `stats()` counts only what is really still to send."""
         self._group.put([])
 
-    # reading and acknowledging
-    def take_rows(self, after_seq: int, limit: int, before_seq: int | None = None) -> list[Row]:
-        """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored
-        (committed ones: read on the reader's own connection, see agent.queue.reader)."""
+    # the face: reading and acknowledging
+    def take(self, after_seq: int, limit: int, before_seq: int | None = None, *,
+             live: bool = False) -> list[Row]:
+        """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored.
+
+        The forwarder's windows. Backlog (`before_seq` given) is read from the file on the
+        reader's own connection. `live=True` is the live stream: the newest committed rows
+        are kept in memory (exactly as stored), so readings just committed are sent without
+        reading them back; a window that starts before the kept rows (the forwarder fell
+        behind, was offline or rewound) is read from the file. Rows before `after_seq` are
+        then let go: the caller has sent them.
+        """
+        if live:
+            if before_seq is not None:
+                raise ValueError("the live stream has no upper bound")
+            rows = self._tail.window(after_seq, limit)
+            if rows is not None:
+                return rows
         return self._reader.take_rows(after_seq, limit, before_seq)
 
-    def take_live(self, after_seq: int, limit: int) -> list[Row]:
-        """`take_rows(after_seq, limit)` for the forwarder's live stream: the newest committed
-        rows are kept in memory (agent.queue.tail, exactly as stored), so readings that were
-        just committed are sent without reading them back from the file; a window that starts
-        before the kept rows (the forwarder fell behind, was offline or rewound) is read from
-        the file. Rows before `after_seq` are let go: the caller has sent them."""
-        rows = self._tail.window(after_seq, limit)
-        return rows if rows is not None else self._reader.take_rows(after_seq, limit)
+    def ack(self, seqs: Iterable[int]) -> Receipt:
+        """The broker acknowledged `seqs`: their rows are deleted by the background committer,
+        in the same transaction as the next poll's readings (one sync for both), and this
+        returns at once (the forwarder does not wait for the disk). Until the receipt is
+        committed the rows are still there for `take`; a caller that reads from the start
+        again must wait for it. Once the queue is closing they are deleted at once."""
+        spans = _spans(seqs)
+        if not spans:
+            return Receipt.completed()
+        with self._acked_lock:
+            self._acked.extend(spans)
+        try:
+            return self._group.submit([])  # wakes the committer even if no poll comes
+        except QueueError:  # closing: delete now
+            with self._lock:
+                with self._acked_lock:
+                    spans, self._acked = _merge(self._acked), []
+                self._delete_acked(spans)  # which takes _acked_lock again if it must keep them
+            return Receipt.completed()
 
-    def take(self, after_seq: int, limit: int,
-             before_seq: int | None = None) -> list[QueuedReading]:
-        """Like `take_rows`, as `QueuedReading`s with their values decoded."""
-        return [QueuedReading(seq, Reading(device, metric, json.loads(value), unit, ts, quality))
-                for seq, device, metric, value, unit, ts, quality, _
-                in self.take_rows(after_seq, limit, before_seq)]
-
-    def ack(self, seqs: Iterable[int]) -> int:
-        """Delete the rows the broker acknowledged, in one transaction; returns rows deleted."""
+    def ack_now(self, seqs: Iterable[int]) -> int:
+        """Like `ack`, deleted in a transaction of its own before this returns (`edge-agent
+        queue export --delete`); returns the rows deleted."""
         spans = _spans(seqs)
         if not spans:
             return 0
@@ -186,25 +206,6 @@ class Queue:
                     return 0
                 raise QueueError(f"cannot delete from queue {self.path}: {describe(exc)}") from exc
 
-    def ack_later(self, seqs: Iterable[int]) -> Ticket[Reading] | None:
-        """Like `ack`, but the rows are deleted by the background committer, in the same
-        transaction as the next poll's readings (one sync for both), and this returns at
-        once: the forwarder does not wait for the disk. Until the ticket is done the rows are
-        still there for `take_*`; a caller that reads from the start again must wait for it."""
-        spans = _spans(seqs)
-        if not spans:
-            return None
-        with self._acked_lock:
-            self._acked.extend(spans)
-        try:
-            return self._group.submit([])  # wakes the committer even if no poll comes
-        except QueueError:  # closing: delete now
-            with self._lock:
-                with self._acked_lock:
-                    spans, self._acked = _merge(self._acked), []
-                self._delete_acked(spans)  # which takes _acked_lock again if it must keep them
-            return None
-
     def stats(self) -> QueueStats:
         """Counters and the oldest reading, as last committed, without scanning the backlog."""
         c = self._reader.counters()
@@ -212,6 +213,14 @@ class Queue:
             depth=c.depth, oldest_ts=c.oldest_ts, next_seq=c.next_seq, bytes=c.bytes,
             evicted=c.evicted, dropped=c.dropped + self._dropped_unsaved,
             pending=len(self._pending), moved_aside=tuple(self._file.moved_aside))
+
+    def peek(self, after_seq: int, limit: int,
+             before_seq: int | None = None) -> list[QueuedReading]:
+        """The rows of `take` (from the file) as `QueuedReading`s with their values decoded:
+        for tools and tests, not the hot path."""
+        return [QueuedReading(seq, Reading(device, metric, json.loads(value), unit, ts, quality))
+                for seq, device, metric, value, unit, ts, quality, _
+                in self._reader.take_rows(after_seq, limit, before_seq)]
 
     def close(self) -> None:
         """Commit what was submitted, checkpoint the WAL and close; idempotent."""
@@ -232,7 +241,7 @@ class Queue:
     # committing
     def _commit(self, group: list[Write[Reading]]) -> None:
         """Write the held readings and every put of `group`, and delete what was acknowledged
-        since the last commit (`ack_later`), in one transaction."""
+        since the last commit (`ack`), in one transaction."""
         committed = False
         try:
             with self._lock:
@@ -305,7 +314,7 @@ class Queue:
                 raise sqlite3.IntegrityError(f"seqs not consecutive: {first}..{last} for "
                                              f"{len(rows)} readings (meta.next_seq behind?)")
             deleted = 0
-            if spans:  # acknowledged since the last commit (ack_later)
+            if spans:  # acknowledged since the last commit (ack)
                 before = self._db.total_changes
                 self._db.executemany(schema.DELETE_SPAN, spans)
                 deleted = self._db.total_changes - before

@@ -16,8 +16,7 @@ from typing import Any
 
 from agent.core.clock import SYSTEM
 from agent.core.model import Reading, now_ms
-from agent.queue import schema
-from agent.queue.store import Queue
+from agent.queue import Queue, schema
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from agent.config.mqtt import MqttConfig
 from agent.core.model import Reading
-from agent.queue.store import Queue
+from agent.queue import Queue
 from agent.uplink.forwarder import Forwarder, TokenBucket
 
 
