@@ -21,12 +21,12 @@ import math
 import sqlite3
 from typing import Final
 
-from agent.core.model import Reading
+from agent.core.model import ROW_FIELDS, Reading
 
 READINGS: Final = "readings"
 META: Final = "meta"
-COLUMNS: Final = ("seq", "device", "metric", "value", "unit", "ts", "quality", "unsynced")
-"""The columns of `readings`, in table order (also agent.core.model.Row's)."""
+COLUMNS: Final = ROW_FIELDS
+"""The columns of `readings`, in table order: the fields of agent.core.model.Row."""
 
 DEPTH: Final = "depth"  # rows in `readings`, kept exact by every insert and delete
 EVICTED: Final = "evicted"  # readings deleted unsent at a bound (persistent count)

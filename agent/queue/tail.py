@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from agent.core.model import Row
+from agent.core.model import SEQ, Row
 
 TAIL = 2_000
 """Newest committed rows kept for the live stream; up to 2 x TAIL (~1 MB) before the oldest
@@ -31,7 +31,7 @@ class Tail:
         """Keep the rows (device .. quality) just committed as seqs first.. with `tag`."""
         kept: list[Row] = [(first + i, *row, tag) for i, row in enumerate(rows)]
         with self._lock:
-            if self._rows and self._rows[-1][0] + 1 != first:
+            if self._rows and self._rows[-1][SEQ] + 1 != first:
                 self._rows = []  # not contiguous (a fresh file): start again
             self._rows.extend(kept)
             if len(self._rows) > 2 * TAIL:
@@ -42,8 +42,8 @@ class Tail:
         window starts outside what is kept (it must be read from the file)."""
         with self._lock:
             rows = self._rows
-            if rows and rows[0][0] <= after_seq + 1 <= rows[-1][0] + 1:
-                del rows[:after_seq + 1 - rows[0][0]]  # taken before: the caller moved on
+            if rows and rows[0][SEQ] <= after_seq + 1 <= rows[-1][SEQ] + 1:
+                del rows[:after_seq + 1 - rows[0][SEQ]]  # taken before: the caller moved on
                 return rows[:limit]
         return None
 

@@ -24,7 +24,7 @@ from agent.config.mqtt import MqttConfig
 from agent.core import log
 from agent.core.clock import corrector, current
 from agent.core.errors import PublishError, QueueError
-from agent.core.model import Row, now_ms
+from agent.core.model import DEVICE, SEQ, UNSYNCED, Row, now_ms
 from agent.queue import Queue, Receipt
 from agent.uplink.contract import encode_senml, encode_telemetry, telemetry_topic
 from agent.uplink.stats import PublishStats
@@ -201,7 +201,7 @@ class Forwarder:
             if rows:
                 self._linger_since = None
                 self._publish(rows, historical=False)
-                self._live_after = rows[-1][0]
+                self._live_after = rows[-1][SEQ]
                 sent = True
         while self._backlog and self._max_inflight - len(self._inflight) > 0:
             budget = self._bucket.available()
@@ -216,15 +216,15 @@ class Forwarder:
                 continue
             self._publish(rows, historical=True)
             self._bucket.spend(len(rows))
-            span[0] = rows[-1][0]
+            span[0] = rows[-1][SEQ]
             sent = True
         return sent
 
     def _publish(self, rows: list[Row], historical: bool) -> None:
         by_device: dict[str, list[Row]] = {}
         for row in rows:
-            by_device.setdefault(row[1], []).append(row)
-        fix = corrector(current()) if any(row[7] for row in rows) else None
+            by_device.setdefault(row[DEVICE], []).append(row)
+        fix = corrector(current()) if any(row[UNSYNCED] for row in rows) else None
         for device, batch in by_device.items():
             topic = telemetry_topic(self._prefix, self._gateway, device)
             for i in range(0, len(batch), self._batch_size):
@@ -241,7 +241,7 @@ class Forwarder:
             self._send(topic, device, chunk[half:], historical, fix)
             return
         mid = self.uplink.publish(topic, payload)
-        self._inflight[mid] = ([row[0] for row in chunk], time.monotonic())
+        self._inflight[mid] = ([row[SEQ] for row in chunk], time.monotonic())
         self.stats.sent(mid, device, len(chunk))
 
 

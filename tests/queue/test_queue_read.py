@@ -8,7 +8,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
-from agent.core.model import Reading
+from agent.core.model import SEQ, Reading
 from agent.queue import Queue
 from agent.queue.commit import GroupCommit, Write
 from agent.queue.tail import TAIL
@@ -31,7 +31,7 @@ def test_reads_do_not_wait_for_a_commit_stuck_on_a_lock(tmp_path: Path) -> None:
     rows = q.take(0, 100)  # while that commit waits (up to 30 s) with the write lock
     stats = q.stats()
     assert putter.is_alive(), "the read should not have waited for the commit"
-    assert [r[0] for r in rows] == [1, 2, 3, 4, 5] and stats.depth == 5
+    assert [r[SEQ] for r in rows] == [1, 2, 3, 4, 5] and stats.depth == 5
     shell.execute("ROLLBACK")
     putter.join(10)
     assert not putter.is_alive() and q.stats().depth == 6
@@ -42,17 +42,17 @@ def test_ack_deletes_with_the_next_commit_and_keeps_depth_exact(tmp_path: Path) 
     q = Queue(tmp_path / "q.db")
     q.put(batch(10))
     assert q.ack([3, 1, 2, 5, 4]).wait(10)
-    assert [r[0] for r in q.take(0, 100)] == [6, 7, 8, 9, 10]
+    assert [r[SEQ] for r in q.take(0, 100)] == [6, 7, 8, 9, 10]
     polls = [q.submit(batch(4, start=10 + 4 * k)) for k in range(5)]  # rows and acks mixed
     acks = [q.ack(range(6 + k, 7 + k)) for k in range(5)]
     assert all(t.wait(10) for t in polls + acks)
-    assert [r[0] for r in q.take(0, 100)] == list(range(11, 31))
+    assert [r[SEQ] for r in q.take(0, 100)] == list(range(11, 31))
     assert q.stats().depth == 20
     assert q.ack([]).wait(0), "nothing to delete: done at once"
     q.ack(range(11, 21))
     q.close()  # commits the deletion still waiting
     q = Queue(tmp_path / "q.db")
-    assert [r[0] for r in q.take(0, 100)] == list(range(21, 31))
+    assert [r[SEQ] for r in q.take(0, 100)] == list(range(21, 31))
     assert q.stats().depth == 10
     q.close()
 
@@ -68,7 +68,7 @@ def test_acks_the_database_refuses_are_kept_and_deleted_later(tmp_path: Path) ->
     shell.execute("ROLLBACK")
     shell.close()
     assert q.put(batch(1, start=10)) == [11]  # the next commit deletes them too
-    assert [r[0] for r in q.take(0, 100)] == [6, 7, 8, 9, 10, 11]
+    assert [r[SEQ] for r in q.take(0, 100)] == [6, 7, 8, 9, 10, 11]
     assert q.stats().depth == 6
     q.close()
 
@@ -102,7 +102,7 @@ def test_live_rows_come_from_memory_exactly_as_stored(tmp_path: Path) -> None:
     got, after = [], 0
     while rows := q.take(after, 50, live=True):  # as the forwarder does: window after window
         got += rows
-        after = rows[-1][0]
+        after = rows[-1][SEQ]
     assert got == stored
     assert q.take(0, 10, live=True) == stored[:10]  # before what is kept: read from the file
     q.close()
@@ -116,7 +116,7 @@ def test_kept_rows_are_bounded_and_dropped_at_an_eviction(tmp_path: Path) -> Non
     assert q.take(14_000, 5, live=True) == q.take(14_000, 5)
     q._bounds.evict_oldest(100, "max_bytes")  # a bound reached: evicted rows must not be sent
     assert len(q._tail) == 0
-    assert q.take(0, 5, live=True) == q.take(0, 5) and q.take(0, 5, live=True)[0][0] == 101
+    assert q.take(0, 5, live=True) == q.take(0, 5) and q.take(0, 5, live=True)[0][SEQ] == 101
     q.close()
 
 
@@ -133,7 +133,7 @@ def test_a_file_corrupted_while_running_is_set_aside_by_a_read(tmp_path: Path) -
     st = q.stats()
     assert len(st.moved_aside) == 1 and Path(st.moved_aside[0]).exists() and st.depth == 0
     assert q.put(batch(1))[0] > 2000, "a seq the platform may have seen is never reused"
-    assert [r[0] for r in q.take(0, 10)] == [q.stats().next_seq - 1]
+    assert [r[SEQ] for r in q.take(0, 10)] == [q.stats().next_seq - 1]
     q.close()
 
 
@@ -144,7 +144,7 @@ def test_flush_commits_acknowledged_deletions_without_waiting(tmp_path: Path) ->
     q.ack([1, 2])
     assert q.stats().depth == 5  # not yet deleted
     q.flush()
-    assert q.stats().depth == 3 and [r[0] for r in q.take(0, 10)] == [3, 4, 5]
+    assert q.stats().depth == 3 and [r[SEQ] for r in q.take(0, 10)] == [3, 4, 5]
     q.close()  # closing does not wait out the gather either
 
 
