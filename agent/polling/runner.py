@@ -30,10 +30,9 @@ COMMIT_WAIT = 30.0
 """How long closing a runner waits for its last poll's commit (a locked or failing disk)."""
 IN_COMMIT = 64
 """Polls of one device that may wait for the disk at once; the next one waits for the oldest.
-The committer gathers polls for a few ms (agent.queue.GATHER) and memory stays bounded by the
-queue's own limit on submitted readings (1,000); a device polled back to back (benchmark:
-4 -> 64 took one simulated 100-point source from ~43k to ~60k readings/s) fills one
-transaction per gather instead of waiting for the disk every 4 polls."""
+The queue commits the polls submitted within a few ms in one transaction and bounds what waits
+in memory itself; enough polls in flight let a device polled back to back fill each such
+transaction instead of waiting for the disk every few polls."""
 
 
 class DeviceRunner:

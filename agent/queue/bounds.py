@@ -1,6 +1,6 @@
 """The queue's bounds: what it gives up, oldest first, when a limit or the disk says so.
 
-`Bounds` owns invariant 4 (see agent/queue/store.py): used bytes under `max_bytes`,
+`Bounds` owns invariant 4 (see agent/queue/__init__.py): used bytes under `max_bytes`,
 readings younger than `max_age`, `min_free` bytes left on the disk, checked at most every
 `check_every` s after a commit; a full disk (SQLITE_FULL) empties the WAL, gives up a ballast
 file kept beside the queue (deleting needs a little space too) and evicts the oldest readings.

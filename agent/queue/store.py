@@ -1,43 +1,13 @@
-"""The durable store-and-forward queue: every reading lives here until the broker acknowledged it.
+"""`Queue`: the queue's one face, and its writer.
 
-Invariants (each is tested in tests/queue/):
-
-1. Durable on commit. `put()` writes one poll's readings in one transaction (WAL), shared with
-   the other polls that finished meanwhile (group commit: one fsync for all); once it returns
-   they survive a crash, and with `synchronous=full` (the default) a power cut. `normal`
-   writes the SD card less but may lose the last transactions on a power cut. `submit()` is
-   `put()` committed by a background thread, which lets the polls submitted within GATHER
-   (5 ms) of each other share a transaction: the poll thread does not wait for the disk;
-   `close()` commits what was submitted. Deletes after an acknowledgement do not wait for the
-   disk: `ack()` (the forwarder's) rides in the committer's next transaction, `ack_now()`
-   commits without a sync of its own; a power cut before the next synced commit can only
-   bring acknowledged rows back (sent again: a duplicate, never a loss).
-2. One seq per reading, never reused. The seq comes from `meta.next_seq` in the same transaction
-   as the rows, so it grows by exactly one per reading across restarts. A floor kept beside the
-   database (`<path>.seq`, written ahead in steps of SEQ_RESERVE) keeps seqs from going back
-   even when a corrupt database had to be replaced: the platform then sees an honest gap.
-3. Deleted only on acknowledgement or eviction. Rows leave through `ack`/`ack_now` (the
-   broker acknowledged them) or through eviction (agent.queue.bounds), which is counted in
-   `meta.evicted`, logged once per episode, and reported in `stats()`. Nothing else deletes.
-4. Bounded. Used bytes stay under `max_bytes`, rows under `max_age`, and the disk keeps
-   `min_free` bytes free; past a bound the oldest rows are evicted first. A full disk
-   (SQLITE_FULL) evicts and retries; a locked database (a technician's sqlite3 shell) is waited
-   for `busy_timeout`. Readings that still cannot be written wait in a bounded memory buffer
-   (`MAX_PENDING`) and are written first by the next `put()`; overflow is counted as dropped.
-5. Ordered, and memory does not grow with the backlog. `take()` reads a bounded window in
-   seq order through the primary key; the live stream (`take(live=True)`) is served from the
-   rows of the last commits kept in memory, exactly as stored (at most 2 x TAIL, forgotten at any
-   eviction or recovery); counters live in `meta`; nothing scans the whole backlog on a hot
-   path.
-6. Self-healing. A file that is not a database or is corrupt, at open or later, is renamed
-   `<path>.corrupt-<UTC time>` (with its -wal/-shm), logged, and replaced by a fresh queue.
-
-Two connections: the writer's, guarded by a lock (puts, deletes, bounds), and the reader's
-(agent.queue.reader: windows and counters), which in WAL mode never waits for a commit.
-`Queue` owns the write connection, the committer (agent.queue.commit), the held readings and
-the acknowledged seqs, and the transactions that insert and delete rows; it composes the file
-(agent.queue.files), the bounds (agent.queue.bounds), the reader and the live tail
-(agent.queue.tail). The file's layout and byte accounting are agent.queue.schema's.
+`Queue` owns the write connection and its lock, the group committer (agent.queue.commit), the
+readings held in memory while the database refuses them, the acknowledged seqs waiting to be
+deleted, and the transactions that insert and delete rows; it composes the file
+(agent.queue.files), the bounds (agent.queue.bounds), the reader (agent.queue.reader) and the
+live tail (agent.queue.tail). Its public methods are the package's face (see
+agent/queue/__init__.py, which also states the invariants they keep); everything else is
+private. Two connections: the writer's, guarded by the lock (puts, deletes, bounds), and the
+reader's (windows and counters), which in WAL mode never waits for a commit.
 """
 
 from __future__ import annotations

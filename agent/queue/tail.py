@@ -2,7 +2,7 @@
 
 `Tail` owns the rows of the last commits, exactly as stored and with contiguous seqs, so that
 readings just committed are sent without reading them back from the file (invariant 5 in
-agent/queue/store.py). Rows before the window a caller asks for are let go (the forwarder
+agent/queue/__init__.py). Rows before the window a caller asks for are let go (the forwarder
 has sent them); at most 2 x TAIL rows are kept, and all are forgotten at an eviction or a
 recovery, so that a row gone from the file is never sent from memory.
 """

@@ -1,4 +1,4 @@
-"""The queue's invariants (see the top of agent/queue/store.py), against a real SQLite file."""
+"""The queue's invariants (see the top of agent/queue/__init__.py), against a real SQLite file."""
 
 from __future__ import annotations
 
