@@ -17,6 +17,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from agent.queue import schema
+
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMAS = ROOT / "config" / "schemas"
 EDGE_AGENT = [str(Path(sys.executable).parent / "edge-agent")]
@@ -31,7 +33,7 @@ def next_seq_in(db: Path) -> int:
     try:
         con = sqlite3.connect(db, timeout=5)
         try:
-            row = con.execute("SELECT value FROM meta WHERE key='next_seq'").fetchone()
+            row = con.execute(schema.META_VALUE, (schema.NEXT_SEQ,)).fetchone()
         finally:
             con.close()
     except sqlite3.OperationalError:

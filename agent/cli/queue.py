@@ -19,12 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import sqlite_utils
-
 from agent.config.load import AgentConfig, load_config
 from agent.core.errors import ConfigError, QueueError
 from agent.core.units import parse_duration
-from agent.queue.store import Limits, Queue
+from agent.queue import Limits, Queue, schema
 
 CHUNK = 10_000
 
@@ -37,11 +35,10 @@ def _config(path: str) -> AgentConfig | None:
         return None
 
 
-def _open_ro(path: str) -> sqlite_utils.Database | None:
+def _open_ro(path: str) -> sqlite3.Connection | None:
     if not Path(path).exists():
         return None
-    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
-    return sqlite_utils.Database(con)
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
 
 
 def _iso(ms: int | None) -> str:
@@ -69,26 +66,22 @@ def status(config_path: str, out: TextIO = sys.stdout) -> int:
         if db is None:
             print(f"queue      {path} (not created yet: the agent has not run)", file=out)
             return 0
-        meta = {row["key"]: row["value"] for row in db["meta"].rows}
-        oldest = db.execute("SELECT ts FROM readings ORDER BY seq LIMIT 1").fetchone()
-        per_device = db.execute(
-            "SELECT device, count(*), min(ts) FROM readings GROUP BY device ORDER BY device"
-        ).fetchall()
-        pages, free, size = (db.execute(f"PRAGMA {p}").fetchone()[0]
-                             for p in ("page_count", "freelist_count", "page_size"))
+        meta = dict(db.execute(schema.ALL_META)) if schema.has_table(db, schema.META) else {}
+        oldest = db.execute(schema.OLDEST_TS).fetchone()
+        per_device = db.execute(schema.PER_DEVICE).fetchall()
+        used = schema.used_bytes(db)
     except sqlite3.DatabaseError as exc:
         print(f"edge-agent: cannot read queue {path}: {exc}", file=sys.stderr)
         return 1
     oldest_ts = oldest[0] if oldest else None
     print(f"queue      {path}", file=out)
-    print(f"readings   {meta.get('depth', 0):,} waiting, {(pages - free) * size:,} bytes used",
-          file=out)
+    print(f"readings   {meta.get(schema.DEPTH, 0):,} waiting, {used:,} bytes used", file=out)
     print(f"oldest     {_iso(oldest_ts)} {_age(oldest_ts)}".rstrip(), file=out)
-    print(f"next seq   {meta.get('next_seq', 1):,}", file=out)
-    print(f"evicted    {meta.get('evicted', 0):,} (deleted unsent at a bound: max_bytes, max_age, "
-          f"min_free, full disk)", file=out)
-    print(f"dropped    {meta.get('dropped', 0):,} (never written: disk full or locked too long)",
-          file=out)
+    print(f"next seq   {meta.get(schema.NEXT_SEQ, 1):,}", file=out)
+    print(f"evicted    {meta.get(schema.EVICTED, 0):,} (deleted unsent at a bound: max_bytes, "
+          f"max_age, min_free, full disk)", file=out)
+    print(f"dropped    {meta.get(schema.DROPPED, 0):,} (never written: disk full or locked too "
+          f"long)", file=out)
     if per_device:
         width = max(len("DEVICE"), *(len(d) for d, _, _ in per_device))
         print(f"\n{'DEVICE':<{width}}  {'QUEUED':>10}  OLDEST", file=out)
@@ -125,14 +118,6 @@ def export(config_path: str, since: str | None = None, device: str | None = None
     except ValueError as exc:
         print(f"edge-agent: {exc}", file=sys.stderr)
         return 1
-    where: list[str] = []
-    params: list[int | str] = []
-    if since_ms is not None:
-        where.append("ts >= ?")
-        params.append(since_ms)
-    if device:
-        where.append("device = ?")
-        params.append(device)
     db = _open_ro(cfg.queue.path)
     if db is None:
         print(f"edge-agent: no queue at {cfg.queue.path}", file=sys.stderr)
@@ -141,11 +126,13 @@ def export(config_path: str, since: str | None = None, device: str | None = None
     written = deleted = 0
     chunk: list[int] = []
     try:
-        rows = db["readings"].rows_where(" AND ".join(where) or None, params, order_by="seq")
+        sql, params = schema.select_rows(since_ms, device)
+        rows = db.execute(sql, params) if schema.has_table(db, schema.READINGS) else ()
         for row in rows:
-            out.write(json.dumps(_line(cfg.gateway.id, row), separators=(",", ":")) + "\n")
+            line = _line(cfg.gateway.id, *row)
+            out.write(json.dumps(line, separators=(",", ":")) + "\n")
             written += 1
-            chunk.append(row["seq"])
+            chunk.append(line["seq"])
             if queue is not None and len(chunk) >= CHUNK:
                 deleted += _flush_and_delete(out, queue, chunk)
         if queue is not None and chunk:
@@ -159,6 +146,7 @@ def export(config_path: str, since: str | None = None, device: str | None = None
         print(f"edge-agent: cannot read queue {cfg.queue.path}: {exc}", file=sys.stderr)
         return 1
     finally:
+        db.close()
         if queue is not None:
             queue.close()
     note = f", deleted {deleted} from the queue" if delete else " (still queued)"
@@ -166,10 +154,11 @@ def export(config_path: str, since: str | None = None, device: str | None = None
     return 0
 
 
-def _line(gateway: str, row: dict[str, Any]) -> dict[str, Any]:
-    return {"gateway": gateway, "device": row["device"], "seq": row["seq"], "ts": row["ts"],
-            "metric": row["metric"], "value": json.loads(row["value"]), "unit": row["unit"],
-            "quality": row["quality"]}
+def _line(gateway: str, seq: int, device: str, metric: str, value: str, unit: str | None,
+          ts: int, quality: str) -> dict[str, Any]:
+    """One exported reading from its stored columns (schema.EXPORTED, in order)."""
+    return {"gateway": gateway, "device": device, "seq": seq, "ts": ts, "metric": metric,
+            "value": json.loads(value), "unit": unit, "quality": quality}
 
 
 def _flush_and_delete(out: TextIO, queue: Queue, chunk: list[int]) -> int:
@@ -177,6 +166,6 @@ def _flush_and_delete(out: TextIO, queue: Queue, chunk: list[int]) -> int:
     out.flush()
     with contextlib.suppress(OSError, ValueError, AttributeError):
         os.fsync(out.fileno())  # a pipe or terminal: flushed is as far as it goes
-    deleted = queue.ack(chunk)
+    deleted = queue.ack_now(chunk)
     chunk.clear()
     return deleted

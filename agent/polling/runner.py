@@ -21,8 +21,7 @@ from agent.core.errors import DriverError, QueueError
 from agent.core.model import Reading, now_ms
 from agent.polling.recent import DeviceRecent
 from agent.polling.reporting import ReportFilter
-from agent.queue.commit import Write
-from agent.queue.store import Queue
+from agent.queue import Queue, Receipt
 from drivers.base import Driver, PointConfig
 
 BACKOFF_MAX = 60.0
@@ -31,10 +30,9 @@ COMMIT_WAIT = 30.0
 """How long closing a runner waits for its last poll's commit (a locked or failing disk)."""
 IN_COMMIT = 64
 """Polls of one device that may wait for the disk at once; the next one waits for the oldest.
-The committer gathers polls for a few ms (agent.queue.GATHER) and memory stays bounded by the
-queue's own limit on submitted readings (1,000); a device polled back to back (benchmark:
-4 -> 64 took one simulated 100-point source from ~43k to ~60k readings/s) fills one
-transaction per gather instead of waiting for the disk every 4 polls."""
+The queue commits the polls submitted within a few ms in one transaction and bounds what waits
+in memory itself; enough polls in flight let a device polled back to back fill each such
+transaction instead of waiting for the disk every few polls."""
 
 
 class DeviceRunner:
@@ -65,7 +63,7 @@ class DeviceRunner:
         # progress marks for the watchdog (agent.systemd): in a beat since, last beat ended at
         self.busy_since: float | None = None
         self.beat_at = time.monotonic()
-        self._writes: deque[Write[Reading]] = deque()  # polls handed to the queue, newest last
+        self._writes: deque[Receipt] = deque()  # polls handed to the queue, newest last
 
     @property
     def online(self) -> bool:
@@ -105,13 +103,13 @@ class DeviceRunner:
             except QueueError as exc:
                 self._queue_ep.failed("write", error=str(exc), lost=len(readings))
 
-    def _queued(self, write: Write[Reading]) -> None:
+    def _queued(self, write: Receipt) -> None:
         """The queue committed (or failed to commit) one poll's readings."""
         if write.error is not None:
-            self._queue_ep.failed("write", error=str(write.error), lost=len(write.items))
+            self._queue_ep.failed("write", error=str(write.error), lost=write.count)
         else:
             self._queue_ep.recovered()
-            self.recent.count_queued(len(write.items))
+            self.recent.count_queued(write.count)
 
     def _poll(self) -> list[Reading]:
         try:

@@ -4,8 +4,9 @@
 synchronous `put` that arrives while a commit runs waits for it, then goes into the next
 transaction together with every write that arrived meanwhile; whoever finds no commit running
 leads the next one. `submit` hands a write to a background committer thread and returns at
-once, so a poll thread (a bus worker) goes back to its devices while the disk syncs; its
-`Ticket` says when the write is committed, and `done` is called then. Writes are committed in
+once, so a poll thread (a bus worker) goes back to its devices while the disk syncs; the
+`Write` it returns (a `Receipt` to the queue's callers) says when the write is committed, and
+`done` is called then. Writes are committed in
 arrival order; at most `max_waiting` submitted readings wait, past that `submit` blocks until
 the committer caught up (memory stays bounded when the disk is slow). With `gather` the
 committer lets submitted writes join for up to that long after the first one (or until half
@@ -25,31 +26,22 @@ from typing import Generic, TypeVar
 
 from agent.core import log
 from agent.core.errors import QueueError
+from agent.queue.receipt import Receipt
 
 T = TypeVar("T")
 
 
-class Write(Generic[T]):
-    """One caller's items waiting for their group's commit; a `Ticket` for `submit`."""
+class Write(Receipt, Generic[T]):
+    """One caller's items waiting for their group's commit; its `Receipt` once handed back."""
 
-    __slots__ = ("_owner", "done", "error", "items", "seqs", "submitted")
+    __slots__ = ("done", "items", "submitted")
 
     def __init__(self, owner: GroupCommit[T], items: Sequence[T], submitted: bool = False,
                  done: Callable[[Write[T]], None] | None = None) -> None:
-        self._owner = owner
+        super().__init__(owner.cond, len(items))  # seqs: set by the commit ([] if held/failed)
         self.items = items
         self.submitted = submitted  # by submit(): counted in the committer's line
         self.done = done
-        self.seqs: list[int] | None = None  # set by the commit (or [] if held or failed)
-        self.error: BaseException | None = None
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until committed (or failed); False if `timeout` passed first."""
-        with self._owner.cond:
-            return self._owner.cond.wait_for(lambda: self.seqs is not None, timeout)
-
-
-Ticket = Write
 
 
 class GroupCommit(Generic[T]):
@@ -86,7 +78,7 @@ class GroupCommit(Generic[T]):
         return mine.seqs
 
     def submit(self, items: Sequence[T],
-               done: Callable[[Write[T]], None] | None = None) -> Ticket[T]:
+               done: Callable[[Write[T]], None] | None = None) -> Write[T]:
         """Hand `items` to the background committer; returns at once (unless too much is
         waiting already). `done(ticket)` runs once they are committed or failed."""
         ticket: Write[T] = Write(self, items, True, done)

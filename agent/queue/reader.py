@@ -1,10 +1,10 @@
 """The queue's read side: its own SQLite connection, so reading never waits for a commit.
 
 `Reader` owns a second connection to the queue file and serves everything that only reads:
-the forwarder's windows (`take_rows`) and the counters (`counters`). In WAL
+the forwarder's windows from the file (`take_rows`) and the counters (`counters`). In WAL
 mode a reader sees the last committed state and neither waits for the writer nor holds it up,
 so the forwarder takes and renders the next messages while the committer inserts and syncs
-the disk (before, one lock shared by both made each wait for the other's SQL and fsync). Each
+the disk (one lock shared by both would make each wait for the other's SQL and fsync). Each
 window is read in one statement step: every step lets go of the GIL, and getting it back
 beside a busy thread can take a switch interval (5 ms). When the writer replaced a corrupt
 file (`generation` grew) the reader reopens; a corruption found while reading is handed to
@@ -24,12 +24,9 @@ from typing import Any
 
 from agent.core.errors import QueueError
 from agent.core.model import Row
+from agent.queue import schema
+from agent.queue.files import CORRUPT, code
 
-CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
-
-_TAKE = ("SELECT json_group_array(json_array(seq, device, metric, value, unit, ts, quality,"
-         " unsynced)) FROM (SELECT * FROM readings WHERE seq > ? AND seq < ? ORDER BY seq"
-         " LIMIT ?)")
 _LAST = 2**63 - 1
 
 
@@ -63,21 +60,19 @@ class Reader:
         """Up to `limit` rows with after_seq < seq (< before_seq), oldest first, as stored."""
         upper = before_seq if before_seq is not None else _LAST
         # One JSON array of the rows, built by SQLite in one step. Values stay their JSON text.
-        ((text,),) = self._read(_TAKE, (after_seq, upper, limit))
+        ((text,),) = self._read(schema.WINDOW, (after_seq, upper, limit))
         rows: list[Row] = list(map(tuple, json.loads(text)))
         ordered = sorted(rows)  # seqs are unique: compared by seq alone, in C
         return rows if ordered == rows else ordered  # SQLite < 3.44: no aggregate order
 
     def counters(self) -> Counters:
         """The counters in `meta`, the oldest reading's ts and the bytes used by rows."""
-        meta = dict(self._read("SELECT key, value FROM meta", ()))
-        oldest = self._read("SELECT ts FROM readings ORDER BY seq LIMIT 1", ())
-        ((pages, free, size),) = self._read(
-            "SELECT * FROM pragma_page_count, pragma_freelist_count, pragma_page_size", ())
-        return Counters(depth=meta["depth"], next_seq=meta["next_seq"],
-                        evicted=meta["evicted"], dropped=meta["dropped"],
-                        oldest_ts=oldest[0][0] if oldest else None,
-                        bytes=int((pages - free) * size))
+        meta = dict(self._read(schema.ALL_META, ()))
+        oldest = self._read(schema.OLDEST_TS, ())
+        ((used,),) = self._read(schema.USED_BYTES, ())
+        return Counters(depth=meta[schema.DEPTH], next_seq=meta[schema.NEXT_SEQ],
+                        evicted=meta[schema.EVICTED], dropped=meta[schema.DROPPED],
+                        oldest_ts=oldest[0][0] if oldest else None, bytes=int(used))
 
     def close(self) -> None:
         with self._lock:
@@ -94,7 +89,7 @@ class Reader:
                     seen = self._opened_at
                     return db.execute(sql, params).fetchall()
             except sqlite3.DatabaseError as exc:
-                if attempt == 1 and int(getattr(exc, "sqlite_errorcode", -1)) & 0xFF in CORRUPT:
+                if attempt == 1 and code(exc) in CORRUPT:
                     # the writer sets the file aside (unless it did since `seen`): read anew
                     self._on_corrupt(exc, seen)
                     continue

@@ -41,11 +41,11 @@ def encode_telemetry(gateway: str, device: str, rows: Sequence[Row], historical:
     """One device's queued rows, in seq order, as one telemetry message.
 
     Built by string assembly from the JSON the queue already stores for each value (the queue
-    stores only finite numbers: see Queue.put), which keeps the hot path free of per-reading
-    dicts. `historical`: the readings were queued while the uplink was down (backlog), so they
-    may arrive after newer live readings of the same device. A reading stamped while the clock
-    was not synchronized carries `"clock": "unsynced"`, or `"corrected"` with its time fixed by
-    `fix` (see agent.clock.corrector).
+    stores only finite numbers: see agent.queue.schema.as_stored), which keeps the hot path
+    free of per-reading dicts. `historical`: the readings were queued while the uplink was
+    down (backlog), so they may arrive after newer live readings of the same device. A reading
+    stamped while the clock was not synchronized carries `"clock": "unsynced"`, or
+    `"corrected"` with its time fixed by `fix` (see agent.core.clock.corrector).
     """
     readings = ",".join(
         f'{{"seq":{seq},"ts":{ts},"metric":{_jstr(metric)},"value":{value},'

@@ -5,9 +5,9 @@ It owns the in-flight table (message id -> seqs it carried) and two send positio
 was down or before this start, kept as seq spans) drains beside them, flagged `historical`,
 within an optional readings/s cap so a fleet reconnecting at once does not flatten the platform.
 Within each stream a device's readings leave in seq order; live rows come from the queue's
-memory of its last commits (`take_live`), backlog from the file. Acknowledgements arrive on
-paho's thread and are only recorded there; this thread hands them to the queue, whose
-committer deletes them in its next transaction (`ack_later`). When an acknowledgement fails
+memory of its last commits (`take(live=True)`), backlog from the file. Acknowledgements arrive
+on paho's thread and are only recorded there; this thread hands them to the queue, whose
+committer deletes them in its next transaction (`ack`). When an acknowledgement fails
 or never comes while connected (`ack_timeout`), everything still queued becomes backlog again
 and is re-sent with the same seqs: duplicates are possible, loss is not.
 """
@@ -24,9 +24,8 @@ from agent.config.mqtt import MqttConfig
 from agent.core import log
 from agent.core.clock import corrector, current
 from agent.core.errors import PublishError, QueueError
-from agent.core.model import Reading, Row, now_ms
-from agent.queue.commit import Ticket
-from agent.queue.store import Queue
+from agent.core.model import DEVICE, SEQ, UNSYNCED, Row, now_ms
+from agent.queue import Queue, Receipt
 from agent.uplink.contract import encode_senml, encode_telemetry, telemetry_topic
 from agent.uplink.stats import PublishStats
 
@@ -68,7 +67,7 @@ class Forwarder:
         self._retry_delay = cfg.reconnect_min
         self.publisher = publisher
         self._acks: deque[tuple[int, bool]] = deque()
-        self._acked: Ticket[Reading] | None = None  # the last deletion handed to the queue
+        self._acked: Receipt | None = None  # the last deletion handed to the queue
         self._inflight: dict[int, tuple[list[int], float]] = {}
         self._live_after = 0  # live rows: seq > _live_after
         self._backlog: list[list[int]] = []  # [after, before) seq spans still to send, oldest first
@@ -154,7 +153,7 @@ class Forwarder:
             else:
                 failed = True
         if done:
-            self._acked = self._queue.ack_later(done) or self._acked
+            self._acked = self._queue.ack(done)
             self.published += len(done)
             self.last_ack_ms = now_ms()
             self._episode.recovered()
@@ -198,7 +197,8 @@ class Forwarder:
         sent = False
         room = self._max_inflight - len(self._inflight)
         if room > 0:
-            rows = self._queue.take_live(self._live_after, self._batch_size * min(room, 8))
+            rows = self._queue.take(self._live_after, self._batch_size * min(room, 8),
+                                    live=True)
             if rows and len(rows) < self._batch_size and self._linger:
                 # a part-filled batch may wait `linger` for more readings: fewer, fuller messages
                 now = time.monotonic()
@@ -208,7 +208,7 @@ class Forwarder:
             if rows:
                 self._linger_since = None
                 self._publish(rows, historical=False)
-                self._live_after = rows[-1][0]
+                self._live_after = rows[-1][SEQ]
                 sent = True
         while self._backlog and self._max_inflight - len(self._inflight) > 0:
             budget = self._bucket.available()
@@ -216,22 +216,22 @@ class Forwarder:
                 break
             room = self._max_inflight - len(self._inflight)
             span = self._backlog[0]
-            rows = self._queue.take_rows(span[0], min(self._batch_size * min(room, 8), budget),
+            rows = self._queue.take(span[0], min(self._batch_size * min(room, 8), budget),
                                     before_seq=span[1])
             if not rows:
                 self._backlog.pop(0)
                 continue
             self._publish(rows, historical=True)
             self._bucket.spend(len(rows))
-            span[0] = rows[-1][0]
+            span[0] = rows[-1][SEQ]
             sent = True
         return sent
 
     def _publish(self, rows: list[Row], historical: bool) -> None:
         by_device: dict[str, list[Row]] = {}
         for row in rows:
-            by_device.setdefault(row[1], []).append(row)
-        fix = corrector(current()) if any(row[7] for row in rows) else None
+            by_device.setdefault(row[DEVICE], []).append(row)
+        fix = corrector(current()) if any(row[UNSYNCED] for row in rows) else None
         for device, batch in by_device.items():
             topic = telemetry_topic(self._prefix, self._gateway, device)
             for i in range(0, len(batch), self._batch_size):
@@ -247,7 +247,7 @@ class Forwarder:
             self._send(topic, device, chunk[half:], historical, fix)
             return
         mid = self.publisher.publish(topic, payload)
-        self._inflight[mid] = ([row[0] for row in chunk], time.monotonic())
+        self._inflight[mid] = ([row[SEQ] for row in chunk], time.monotonic())
         self.stats.sent(mid, device, len(chunk))
 
 

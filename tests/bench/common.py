@@ -16,7 +16,7 @@ from typing import Any
 
 from agent.core.clock import SYSTEM
 from agent.core.model import Reading, now_ms
-from agent.queue.store import Queue
+from agent.queue import Queue, schema
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,7 +62,7 @@ def depth(db: Path) -> int:
         return 0
     con = sqlite3.connect(db, timeout=10)
     try:
-        row = con.execute("SELECT value FROM meta WHERE key='depth'").fetchone()
+        row = con.execute(schema.META_VALUE, (schema.DEPTH,)).fetchone()
         return int(row[0]) if row else 0
     except sqlite3.OperationalError:
         return 0

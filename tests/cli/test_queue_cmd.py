@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from agent.core.model import Reading, now_ms
-from agent.queue.store import Queue
+from agent.queue import Queue
 from tests.support import EDGE_AGENT, modbus_device, write_config
 
 
@@ -70,7 +70,7 @@ def test_export_filters_and_deletes_exactly_what_it_wrote(tmp_path: Path) -> Non
     assert proc.returncode == 0, proc.stderr
     exported = [json.loads(x) for x in out.read_text().splitlines()]
     assert [(x["seq"], x["value"]) for x in exported] == [(4, 2.5)]
-    assert [r.seq for r in q.take(0, 100)] == [1, 2, 3]
+    assert [r.seq for r in q.peek(0, 100)] == [1, 2, 3]
     assert q.stats().depth == 3
 
 

@@ -14,7 +14,7 @@ import structlog
 from agent.core.errors import DeviceTimeout, DeviceUnreachable
 from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
-from agent.queue.store import Queue
+from agent.queue import Queue
 from agent.transport.ports import BusConfig, SerialPort, open_port
 from drivers.modbus.ascii import ModbusAsciiConfig
 from drivers.modbus.driver import ModbusDriver
@@ -165,7 +165,7 @@ def test_bus_worker_keeps_healthy_units_polled_around_a_dead_one(
     healthy, dead = runners[:2], runners[2]
     assert all(r.online for r in healthy) and not dead.online
     assert dead.polls < min(r.polls for r in healthy) / 2, "the dead unit backs off"
-    readings = [q.reading for q in queue.take(0, 10_000)]
+    readings = [q.reading for q in queue.peek(0, 10_000)]
     by_device = {(r.device, r.quality) for r in readings}
     assert by_device == {("unit1", "good"), ("unit2", "good"), (f"unit{DEAD}", "timeout")}
     assert {r.value for r in readings if r.device == "unit2"} == {7.01}
@@ -186,7 +186,7 @@ def test_a_port_that_refuses_its_line_settings_is_unreachable_and_logged_once(
             for _ in range(3):
                 runner.poll_once()
         runner.close()
-        readings = [q.reading for q in queue.take(0, 100)]
+        readings = [q.reading for q in queue.peek(0, 100)]
         queue.close()
     finally:
         os.close(master)

@@ -20,7 +20,7 @@ from agent.core.errors import ConfigError, DeviceTimeout, DeviceUnreachable
 from agent.core.model import Reading
 from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
-from agent.queue.store import Queue
+from agent.queue import Queue
 from agent.transport.ports import BusConfig, open_port
 from agent.transport.stream import Listener
 from drivers.registry import create
@@ -167,7 +167,7 @@ def test_a_silent_sensor_is_stale_once_then_back_online(sensor: LineSensor,
     offline = next(e for e in logs if e["event"] == "device offline")
     assert re.match(r"no valid frame for (0\.[2-9]|[1-9][\d.]*) s on bus env \(",
                     offline["error"])
-    qualities = [q.reading.quality for q in queue.take(0, 10_000)]
+    qualities = [q.reading.quality for q in queue.peek(0, 10_000)]
     assert "stale" in qualities and qualities[-1] == "good"
     queue.close()
 
@@ -249,7 +249,7 @@ def test_parking_events_are_sent_on_change_with_a_periodic_full_state(
     sensor.write(b"BAY17=1\r\nIN+1\r\nIN+1\r\nBAY17=0\r\nOUT+1\r\nBAY17=0\r\n")
 
     def sent() -> list[tuple[str, Any]]:
-        return [(q.reading.metric, q.reading.value) for q in queue.take(0, 1000)]
+        return [(q.reading.metric, q.reading.value) for q in queue.peek(0, 1000)]
 
     wait_until(lambda: (runner.poll_once(), ("exits", 1) in sent())[1], what="the events")
     per_metric = {m: [v for n, v in sent() if n == m] for m in ("bay17", "bay18", "entries",
@@ -339,12 +339,12 @@ def test_scheduler_runs_a_stream_and_stops_its_listener(sensor: LineSensor,
     sensor.stream([b"PM2.5=3,PM10=4\r\n"], 0.01)
     scheduler.start()
     try:
-        wait_until(lambda: len(queue.take(0, 100)) >= 6, what="streamed readings queued")
+        wait_until(lambda: len(queue.peek(0, 100)) >= 6, what="streamed readings queued")
     finally:
         scheduler.stop()
     assert driver.listener is None
     assert not [t for t in threading.enumerate() if t.name.startswith("listen:")]
-    assert {(q.reading.metric, q.reading.value) for q in queue.take(0, 100)} >= {
+    assert {(q.reading.metric, q.reading.value) for q in queue.peek(0, 100)} >= {
         ("pm25", 3.0), ("pm10", 4.0)}
     queue.close()
 

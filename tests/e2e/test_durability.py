@@ -15,7 +15,7 @@ from pathlib import Path
 
 from agent.config.load import load_config
 from agent.core.model import Reading, now_ms
-from agent.queue.store import Queue
+from agent.queue import Queue
 from agent.service.runtime import Agent
 from agent.sim.broker import LocalBroker
 from agent.sim.modbus import ModbusSimulator
@@ -71,7 +71,7 @@ def test_kill_9_at_random_moments_loses_nothing(tmp_path: Path, plc: ModbusSimul
             final.kill()
     q = Queue(db)
     last = q.stats().next_seq - 1
-    queued = {r.seq for r in q.take(0, 10**6)}
+    queued = {r.seq for r in q.peek(0, 10**6)}
     wait_until(lambda: collector.seqs() | queued >= set(range(1, last + 1)), timeout=10,
                what="in-flight messages")
     missing = set(range(1, last + 1)) - collector.seqs() - queued

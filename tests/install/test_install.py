@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.model import Reading, now_ms
-from agent.queue.store import Queue
+from agent.queue import Queue
 from tests.support import ROOT
 
 UNIT = ROOT / "systemd" / "edge-agent.service"

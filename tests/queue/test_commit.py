@@ -1,4 +1,4 @@
-"""Background commits (Queue.submit, agent.commit): committed in order, `done` told, closing
+"""Background commits (Queue.submit, agent.queue.commit): committed in order, `done` told, closing
 commits everything submitted, a bounded line, failures reported; a runner's last poll is
 committed when it closes."""
 
@@ -12,8 +12,8 @@ import pytest
 from agent.core.errors import QueueError
 from agent.core.model import Reading
 from agent.polling.runner import DeviceRunner
+from agent.queue import Queue
 from agent.queue.commit import GroupCommit, Write
-from agent.queue.store import Queue
 from drivers.base import DeviceConfig
 
 
@@ -29,7 +29,7 @@ def test_submitted_polls_are_committed_in_order_and_told(tmp_path: Path) -> None
     assert all(t.wait(10) for t in tickets)
     assert [t.seqs for t in tickets] == [list(range(5 * k + 1, 5 * k + 6)) for k in range(50)]
     assert sorted(told) == [t.seqs for t in tickets]
-    assert [r.reading.value for r in q.take(0, 1000)] == list(range(250))
+    assert [r.reading.value for r in q.peek(0, 1000)] == list(range(250))
     q.close()
 
 

@@ -18,7 +18,7 @@ import structlog
 import agent.queue.bounds as bounds_mod
 import agent.queue.store as queue_mod
 from agent.core.model import Reading, now_ms
-from agent.queue.store import Limits, Queue
+from agent.queue import Limits, Queue
 from tests.support import wait_until
 
 
@@ -28,7 +28,7 @@ def batch(n: int, ts: int | None = None, device: str = "d") -> list[Reading]:
 
 
 def seqs(q: Queue) -> list[int]:
-    return [r.seq for r in q.take(0, 10**9)]
+    return [r.seq for r in q.peek(0, 10**9)]
 
 
 def test_max_bytes_evicts_oldest_first_and_counts_it(tmp_path: Path) -> None:
@@ -154,7 +154,7 @@ def test_locked_database_holds_readings_then_writes_them_in_order(tmp_path: Path
     shell.execute("ROLLBACK")
     shell.close()
     assert q.put(batch(1, device="next")) == [3, 4, 5, 6]
-    devices = [r.reading.device for r in q.take(0, 100)]
+    devices = [r.reading.device for r in q.peek(0, 100)]
     assert devices == ["d", "d", "held", "held", "held", "next"]
     assert q.stats().pending == 0
 

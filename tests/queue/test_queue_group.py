@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from agent.core.model import Reading
-from agent.queue.store import Queue
+from agent.queue import Queue
 
 
 def test_concurrent_puts_get_distinct_contiguous_seqs(tmp_path: Path) -> None:
@@ -39,7 +39,7 @@ def test_concurrent_puts_get_distinct_contiguous_seqs(tmp_path: Path) -> None:
     for puts in got.values():
         for seqs in puts:
             assert seqs == list(range(seqs[0], seqs[0] + 10))  # one poll, one run of seqs
-    stored = q.take(0, 10_000)
+    stored = q.peek(0, 10_000)
     assert [r.seq for r in stored] == list(range(1, 3201))
     for puts in got.values():  # what each put returned is what was stored under those seqs
         for n, seqs in enumerate(puts):
@@ -54,10 +54,10 @@ def test_concurrent_puts_get_distinct_contiguous_seqs(tmp_path: Path) -> None:
 def test_acknowledged_rows_stay_deleted_after_reopen(tmp_path: Path) -> None:
     q = Queue(tmp_path / "q.db")
     q.put([Reading("d", "m", i, None, i) for i in range(10)])
-    assert q.ack(range(1, 6)) == 5
+    assert q.ack_now(range(1, 6)) == 5
     q.put([Reading("d", "m", 10, None, 10)])  # a synced commit after the relaxed ack
     q.close()
     q = Queue(tmp_path / "q.db")
-    assert [r.seq for r in q.take(0, 100)] == [6, 7, 8, 9, 10, 11]
+    assert [r.seq for r in q.peek(0, 100)] == [6, 7, 8, 9, 10, 11]
     assert q.stats().depth == 6
     q.close()

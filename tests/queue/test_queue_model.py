@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from agent.core.model import Reading
-from agent.queue.store import Limits, Queue
+from agent.queue import Limits, Queue
 
 values = st.one_of(st.none(), st.booleans(), st.integers(-(2**53), 2**53),
                    st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=20))
@@ -52,14 +52,14 @@ class QueueModel(RuleBasedStateMachine):
         known = sorted(self.model)
         chosen = data.draw(st.lists(st.sampled_from(known), unique=True) if known else st.just([]))
         unknown = data.draw(st.lists(st.integers(-5, self.next_seq + 5), max_size=3))
-        deleted = self.q.ack(chosen + [u for u in unknown if u not in self.model])
+        deleted = self.q.ack_now(chosen + [u for u in unknown if u not in self.model])
         assert deleted == len(chosen)
         for s in chosen:
             del self.model[s]
 
     @rule(after=st.integers(0, 400), limit=st.integers(1, 50))
     def take(self, after: int, limit: int) -> None:
-        got = self.q.take(after, limit)
+        got = self.q.peek(after, limit)
         expected = [s for s in sorted(self.model) if s > after][:limit]
         assert [r.seq for r in got] == expected
         for r in got:
@@ -72,7 +72,7 @@ class QueueModel(RuleBasedStateMachine):
 
     def _sync_evictions(self) -> None:
         """Rows the queue evicted must be the model's oldest; drop them from the model."""
-        present = {r.seq for r in self.q.take(0, 10**9)}
+        present = {r.seq for r in self.q.peek(0, 10**9)}
         gone = sorted(set(self.model) - present)
         if gone:
             assert self.limits.max_bytes, "without bounds nothing may vanish"

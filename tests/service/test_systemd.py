@@ -28,7 +28,7 @@ from pathlib import Path
 import pytest
 
 from agent.core.model import Reading, now_ms
-from agent.queue.store import Queue
+from agent.queue import Queue
 from agent.service.systemd import Notifier, watchdog_period
 from agent.sim.broker import LocalBroker, free_port
 from agent.sim.modbus import ModbusSimulator
@@ -263,7 +263,7 @@ def test_sigterm_during_a_large_backlog_exits_in_time_and_loses_nothing(
     q = Queue(db)
     try:
         last = q.stats().next_seq - 1
-        queued = {r.seq for r in q.take(0, 10**6)}
+        queued = {r.seq for r in q.peek(0, 10**6)}
     finally:
         q.close()
     assert last > 200_000  # live polls were queued too, up to the stop

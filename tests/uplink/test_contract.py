@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from agent.core.clock import ManualClock, corrector, use
 from agent.core.model import Reading
-from agent.queue.store import Queue
+from agent.queue import Queue
 from agent.uplink.contract import encode_senml, encode_telemetry
 
 names = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,15}", fullmatch=True)
@@ -42,7 +42,7 @@ def test_encoder_matches_plain_json(synced_clock: ManualClock, batch: list[Readi
     with tempfile.TemporaryDirectory() as tmp:
         q = Queue(Path(tmp) / "q.db")
         q.put(batch)
-        rows = q.take_rows(0, 100)
+        rows = q.take(0, 100)
         q.close()
     body = json.loads(encode_telemetry("gw-1", "dev", rows, historical))
     expected = []
@@ -61,7 +61,7 @@ def test_readings_stamped_while_unsynced_are_flagged_then_corrected(tmp_path: Pa
     try:
         q = Queue(tmp_path / "q.db")
         q.put([Reading("dev", "m", 1.0, None, clock.now_ms())])
-        rows = q.take_rows(0, 10)
+        rows = q.take(0, 10)
         flagged = json.loads(encode_telemetry("gw", "dev", rows, fix=corrector(clock)))
         assert flagged["readings"][0]["clock"] == "unsynced"
         assert flagged["readings"][0]["ts"] == 86_400_000 or flagged["readings"][0]["ts"] < 10**9
@@ -70,7 +70,7 @@ def test_readings_stamped_while_unsynced_are_flagged_then_corrected(tmp_path: Pa
         assert fixed["readings"][0]["clock"] == "corrected"
         assert abs(fixed["readings"][0]["ts"] - 1_795_000_000_000) < 5_000
         q.put([Reading("dev", "m", 2.0, None, clock.now_ms())])
-        live = q.take_rows(1, 10)
+        live = q.take(1, 10)
         assert "clock" not in json.loads(encode_telemetry("gw", "dev", live))["readings"][0]
     finally:
         use(None)
@@ -82,7 +82,7 @@ def test_senml_pack(synced_clock: ManualClock, tmp_path: Path) -> None:
     q.put([Reading("plc", "ph", 7.1, "pH", t), Reading("plc", "pump", True, None, t + 500),
            Reading("plc", "state", "running", None, t + 500),
            Reading("plc", "flow", None, "m3/h", t + 500, "timeout")])
-    pack = json.loads(encode_senml("gw-1", "plc", q.take_rows(0, 10), historical=True))
+    pack = json.loads(encode_senml("gw-1", "plc", q.take(0, 10), historical=True))
     assert pack == [
         {"bn": "gw-1:plc:", "bt": t / 1000, "n": "ph", "u": "pH", "v": 7.1, "seq": 1,
          "historical": True},

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from agent.config.mqtt import MqttConfig
 from agent.core.model import Reading
-from agent.queue.store import Queue
+from agent.queue import Queue
 from agent.uplink.forwarder import Forwarder, TokenBucket
 
 
@@ -67,7 +67,7 @@ def test_readings_evicted_while_the_backlog_drains_are_not_sent(tmp_path: Path) 
     f._rewind()  # all of it is backlog
     assert f._send_some()  # 20 messages in flight: seqs 1..2000
     assert sorted(s for seqs in uplink.sent.values() for s in seqs) == list(range(1, 2001))
-    q._evict_oldest(3000, "max_bytes")  # the disk filled: 1..3000 are evicted, unsent or not
+    q._bounds.evict_oldest(3000, "max_bytes")  # the disk filled: 1..3000 are evicted, unsent or not
     for mid in list(uplink.sent):
         f.on_ack(mid, True)
     f._process_acks()

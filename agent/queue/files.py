@@ -1,0 +1,124 @@
+"""The queue's file on disk: opening it, healing it, and the seq floor kept beside it.
+
+`QueueFile` owns the path and what lives next to it: it opens the write connection (WAL, the
+configured `synchronous`, incremental auto-vacuum on a fresh file, the schema of
+agent.queue.schema), sets a corrupt file aside as `<path>.corrupt-<UTC time>` with its
+-wal/-shm and starts a fresh one (invariant 6), counts the files opened (`generation`, which
+tells the reader to reopen), and keeps the seq floor `<path>.seq`, written ahead in steps of
+SEQ_RESERVE, so that seqs never go back even across a replaced file (invariant 2). It also
+names SQLite's failures for the queue's log lines and errors.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from pathlib import Path
+from typing import Literal
+
+from agent.core import log
+from agent.core.errors import QueueError
+from agent.queue import schema
+
+SEQ_RESERVE = 100_000
+CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
+FULL = 13  # SQLITE_FULL
+
+
+class QueueFile:
+    """The SQLite file at `path` (its directory created if missing)."""
+
+    def __init__(self, path: Path, synchronous: Literal["full", "normal"],
+                 busy_timeout: float) -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self.busy_timeout = busy_timeout
+        self.generation = 0  # files opened: the reader reopens when it grew
+        self.moved_aside: list[str] = []
+        self._seq_floor = 0
+        self._log = log.get("queue")
+
+    def open(self) -> sqlite3.Connection:
+        """The write connection; a file found corrupt is set aside once and a fresh one made."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QueueError(f"cannot open queue {self.path}: {exc}") from exc
+        self.generation += 1
+        for attempt in (1, 2):
+            try:
+                return self._connect()
+            except sqlite3.DatabaseError as exc:
+                if attempt == 1 and code(exc) in CORRUPT:
+                    self.move_aside(exc)
+                    continue
+                raise QueueError(f"cannot open queue {self.path}: {describe(exc)}") from exc
+        raise AssertionError("unreachable")
+
+    def _connect(self) -> sqlite3.Connection:
+        fresh = not self.path.exists() or self.path.stat().st_size == 0
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
+                             timeout=self.busy_timeout)
+        try:
+            if fresh:  # must precede the first table: lets eviction give disk space back
+                db.execute("PRAGMA auto_vacuum=INCREMENTAL")
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
+            db.execute("PRAGMA journal_size_limit=67108864")
+            floor = self._read_floor()
+            schema.create(db, next_seq=max(1, floor))
+        except BaseException:
+            db.close()
+            raise
+        self._seq_floor = floor
+        return db
+
+    def move_aside(self, exc: sqlite3.DatabaseError) -> None:
+        """Rename the file (and its -wal/-shm) to `<path>.corrupt-<UTC time>`, logged."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = self.path.with_name(f"{self.path.name}.corrupt-{stamp}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                os.replace(src, f"{target}{suffix}")
+        self.moved_aside.append(str(target))
+        self._log.error("queue file corrupt, moved aside; starting a fresh queue",
+                        error=describe(exc), moved_to=str(target))
+
+    # the seq floor beside the database
+    def _floor_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".seq")
+
+    def _read_floor(self) -> int:
+        try:
+            return int(self._floor_path().read_text().strip() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def raise_floor(self, upto: int) -> None:
+        """Before seqs up to `upto` are committed: move the floor ahead of them (synced)."""
+        if upto < self._seq_floor:
+            return
+        floor = upto + SEQ_RESERVE
+        tmp = self._floor_path().with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            f.write(str(floor))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self._floor_path())
+        self._seq_floor = floor
+
+
+def code(exc: sqlite3.Error) -> int:
+    """SQLite's primary result code of `exc` (-1 & 0xFF if it has none)."""
+    return int(getattr(exc, "sqlite_errorcode", -1)) & 0xFF
+
+
+def describe(exc: sqlite3.Error) -> str:
+    """`exc` for a log line or an error, with a hint when another process holds a lock."""
+    name = getattr(exc, "sqlite_errorname", "")
+    text = str(exc)
+    if name == "SQLITE_BUSY" or "locked" in text:
+        return f"{text} (another process holds a lock on the queue, e.g. an open sqlite3 shell)"
+    return f"{text} ({name})" if name else text
