@@ -106,6 +106,11 @@ class LocalBroker:
             proc.kill()
             proc.wait()
 
+    def reload(self) -> None:
+        """SIGHUP: Mosquitto reads its password and ACL files again."""
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGHUP)
+
     def pause(self) -> None:
         """SIGSTOP: the connection hangs instead of dropping."""
         if self.proc is not None:

@@ -16,6 +16,10 @@ the fault ended and received by the subscriber. That wait is the fault's recover
   reload_valid    a changed valid config, SIGHUP
   reload_invalid  a broken config, SIGHUP (refused, the agent goes on), then the file restored
   net_cut         the proxy between agent and broker black-holes traffic for longer than keepalive
+  acl_deny        the broker's ACL stops allowing the gateway's telemetry (status and health
+                  still pass), then is fixed: SIGHUP both times
+  packet_limit    the broker restarted with max_packet_size 1500, below the agent's batches,
+                  then restarted without
 """
 
 from __future__ import annotations
@@ -29,11 +33,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.chaos.world import DEVICES, World
+from tests.chaos.world import DENY_TELEMETRY_ACL, DEVICES, OPEN_ACL, World
 from tests.support import wait_until
 
 KINDS = ("broker_kill", "broker_restart", "broker_pause", "agent_kill", "modbus_kill",
-         "serial_vanish", "garbage", "disk_full", "reload_valid", "reload_invalid", "net_cut")
+         "serial_vanish", "garbage", "disk_full", "reload_valid", "reload_invalid", "net_cut",
+         "acl_deny", "packet_limit")
 
 
 class ChaosError(RuntimeError):
@@ -244,4 +249,25 @@ class Schedule:
         self.world.proxy.restore()
         return ""
 
+    def _acl_deny(self, hold: float) -> str:
+        w = self.world
+        w.acl.write_text(DENY_TELEMETRY_ACL)
+        w.broker.reload()
+        time.sleep(hold * 2)  # the fault's own length
+        w.acl.write_text(OPEN_ACL)
+        w.broker.reload()
+        return ""
+
+    def _restart_broker_with(self, *options: str) -> None:
+        w = self.world
+        w.proxy.hold()
+        w.broker.stop()
+        w.broker.listener_options = [f"acl_file {w.acl}", *options]
+        self._broker_back()
+
+    def _packet_limit(self, hold: float) -> str:
+        self._restart_broker_with("max_packet_size 1500")
+        time.sleep(hold * 2)  # the fault's own length
+        self._restart_broker_with()
+        return ""
 

@@ -99,13 +99,23 @@ class CountingLine:
         return f"N={n},T={20 + n % 10 / 10:.1f}\r\n".encode()
 
 
+OPEN_ACL = "topic readwrite #\n"
+"""The world's broker lets everyone do everything, until a fault says otherwise."""
+DENY_TELEMETRY_ACL = ("topic read #\ntopic readwrite city/+/echo\ntopic write city/+/status\n"
+                      "topic write city/+/health\n")
+"""A mistyped ACL: status and health allowed, telemetry forgotten."""
+
+
 class World:
     """Everything the agent talks to, plus the agent process; `close()` stops all of it."""
 
     def __init__(self, workdir: Path, queue_dir: Path) -> None:
         self.dir = workdir
         self.queue_db = queue_dir / "queue.db"
-        self.broker = LocalBroker(workdir / "broker", persistent=True)
+        self.acl = workdir / "broker.acl"
+        self.acl.write_text(OPEN_ACL)
+        self.broker = LocalBroker(workdir / "broker", persistent=True,
+                                  listener_options=[f"acl_file {self.acl}"])
         self.broker.start()
         self.proxy = CutProxy(self.broker.port)
         self.collector = StampedCollector(self.broker.port)
