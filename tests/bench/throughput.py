@@ -269,11 +269,11 @@ def modbus(quick: bool) -> dict[str, Any]:
 
 
 class ServerProcess:
-    """A pymodbus TCP server (agent.simulator) in a child process; yields its port."""
+    """A pymodbus TCP server (agent.sim.modbus) in a child process; yields its port."""
 
     def __enter__(self) -> int:
         self.port = free_port()
-        code = ("import sys; from agent.simulator import ModbusSimulator; "
+        code = ("import sys; from agent.sim.modbus import ModbusSimulator; "
                 f"s = ModbusSimulator(port={self.port}); s.start(); print('up', flush=True); "
                 "sys.stdin.read(); s.stop()")
         self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,

@@ -1,4 +1,4 @@
-"""Tests for agent.simulator with a real pymodbus client: tables, errors, restarts, WaterPlant."""
+"""Tests for agent.sim.modbus with a real pymodbus client: tables, errors, restarts, WaterPlant."""
 
 from __future__ import annotations
 
