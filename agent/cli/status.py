@@ -55,6 +55,9 @@ def render(doc: dict[str, Any], state: str, out: TextIO, now: int | None = None)
             f"DOWN ({up.get('last_error') or 'not connected yet'})")
     print(f"uplink: {doc.get('broker')} {link}; last ack {_ago(up.get('last_ack'), now)}, "
           f"{up.get('reconnects', 0)} reconnect(s)", file=out)
+    if up.get("delivery") == "dropping":
+        print("        THE BROKER ACKNOWLEDGES BUT DOES NOT DELIVER this gateway's messages "
+              "(MQTT 3.1.1): check its ACL; readings are kept queued", file=out)
     q = h.get("queue") or {}
     oldest = "" if q.get("oldest_age_s") is None else f", oldest {q['oldest_age_s']:.0f} s old"
     print(f"queue:  {q.get('depth', 0)} reading(s) waiting, {_size(q.get('bytes') or 0)}{oldest}; "

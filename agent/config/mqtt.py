@@ -118,7 +118,15 @@ class MqttConfig(Strict):
         default="city", pattern=TOPIC_PREFIX_PATTERN,
         description="first topic levels, e.g. city or city/water; no wildcards, no outer '/'",
     )
-    protocol: Literal["3.1.1", "5"] = Field(default="3.1.1", description="MQTT version")
+    protocol: Literal["3.1.1", "5"] = Field(
+        default="5", description="MQTT version; under 3.1.1 a broker cannot refuse a publish "
+        "(it acknowledges and drops what its ACL denies), so delivery is then verified by an "
+        "echo (verify_delivery)")
+    verify_delivery: bool = Field(
+        default=True, description="MQTT 3.1.1: delete acknowledged readings only once a probe "
+        "sent after them came back on {topic_prefix}/{gateway}/echo (the ACL must let the "
+        "gateway read it); a broker that acknowledges but drops is then reported, and nothing "
+        "it dropped is lost")
     qos: Literal[0, 1] = Field(default=1, description="MQTT QoS for readings (1: at least once)")
     client_id: str | None = Field(
         default=None, max_length=128, description="MQTT client id; default derived from gateway"

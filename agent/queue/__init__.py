@@ -9,6 +9,7 @@ The face (all on `Queue`, agent.queue.store; nothing else of the package is for 
     take(after_seq, limit, before_seq=None, *, live=False) -> list[Row]   a forwarder's window
     ack(seqs) -> Receipt                        acknowledged: deleted with the next commit
     ack_now(seqs) -> int                        acknowledged: deleted before it returns
+    discard(seqs, why) -> int                   undeliverable: deleted, counted as dropped
     stats() -> QueueStats    flush()    close()    set_listener(on_put)
     peek(after_seq, limit, before_seq=None) -> list[QueuedReading]   decoded, for tools/tests
 
@@ -43,7 +44,9 @@ Invariants (each names the tests that check it):
    tests/queue/test_queue_model.py::test_queue_matches_model.
 3. Deleted only on acknowledgement or eviction. Rows leave through `ack`/`ack_now` (the
    broker acknowledged them) or through eviction (agent.queue.bounds), which is counted in
-   `meta.evicted`, logged once per episode, and reported in `stats()`. Nothing else deletes.
+   `meta.evicted`, logged once per episode, and reported in `stats()`, or through `discard`
+   (a reading larger than any message the broker takes: counted as dropped, logged). Nothing
+   else deletes.
    Tests: tests/queue/test_queue.py::test_ack_deletes_exactly_the_acknowledged_rows,
    tests/queue/test_queue.py::test_take_reads_in_order_and_deletes_nothing,
    tests/queue/test_queue_group.py::test_acknowledged_rows_stay_deleted_after_reopen,
@@ -51,7 +54,8 @@ Invariants (each names the tests that check it):
    tests/queue/test_queue_read.py::test_acks_the_database_refuses_are_kept_and_deleted_later,
    tests/queue/test_queue_read.py::test_acks_after_close_neither_hang_nor_raise,
    tests/queue/test_queue_faults.py::test_an_eviction_episode_is_logged_once_then_its_end,
-   tests/queue/test_queue_model.py::test_queue_matches_model.
+   tests/queue/test_queue_model.py::test_queue_matches_model,
+   tests/uplink/test_forwarder.py::test_a_reading_larger_than_the_broker_takes_is_dropped_and_counted.
 4. Bounded. Used bytes stay under `max_bytes`, rows under `max_age`, and the disk keeps
    `min_free` bytes free; past a bound the oldest rows are evicted first. A full disk
    (SQLITE_FULL) evicts and retries; a locked database (a technician's sqlite3 shell) is waited

@@ -160,6 +160,15 @@ class Queue:
                 self._delete_acked(spans)  # which takes _acked_lock again if it must keep them
             return Receipt.completed()
 
+    def discard(self, seqs: Iterable[int], why: str) -> int:
+        """Delete readings that can never be delivered (larger than any message the broker
+        takes), counted as dropped and logged with `why`: they are not retried for ever."""
+        n = self.ack_now(seqs)
+        self._dropped_unsaved += n  # saved with the next successful insert
+        log.get("queue").error("readings dropped: they can never be delivered", count=n,
+                               why=why)
+        return n
+
     def ack_now(self, seqs: Iterable[int]) -> int:
         """Like `ack`, deleted in a transaction of its own before this returns (`edge-agent
         queue export --delete`); returns the rows deleted."""

@@ -65,6 +65,7 @@ def snapshot(view: AgentView) -> dict[str, Any]:
             "last_ack": up.last_ack_ms,
             "reconnects": up.reconnects,
             "last_error": up.last_error,
+            "delivery": up.delivery,
         },
         "published": up.published,
         "disk_free_bytes": disk_free,

@@ -108,6 +108,9 @@ def render(view: AgentView, snap: dict[str, Any]) -> str:
 
     out.family("edge_agent_uplink_connected", "gauge", "1 while connected to the broker.",
                [({}, up["connected"])])
+    out.family("edge_agent_uplink_broker_dropping", "gauge", "1 while the broker acknowledges "
+               "but does not deliver this gateway's messages (MQTT 3.1.1, see delivery).",
+               [({}, int(view.uplink().delivery == "dropping"))])
     out.family("edge_agent_uplink_reconnects_total", "counter", "Connections made after the "
                "first.", [({}, up["reconnects"])])
     out.family("edge_agent_uplink_connect_attempts_total", "counter", "Connection attempts.",

@@ -199,7 +199,7 @@ class Agent:
                            since_ms=pub.connected_since_ms, last_error=pub.last_error,
                            reconnects=pub.reconnects, attempts=pub.attempts,
                            last_ack_ms=fwd.last_ack_ms, published=fwd.published,
-                           loop_at=fwd.loop_at)
+                           loop_at=fwd.loop_at, delivery=fwd.delivery)
 
     def publish_stats(self) -> dict[str, Any]:
         return self.forwarder.stats.counters()

@@ -33,6 +33,7 @@ class UplinkState:
     last_ack_ms: int | None  # when the last telemetry PUBACK was processed
     published: int  # readings acknowledged by the broker since start
     loop_at: float  # time.monotonic() when the forwarder loop last went round
+    delivery: str = "acknowledged"  # MQTT 3.1.1: unchecked, verified or dropping (delivery.py)
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,13 @@ memory of its last commits (`take(live=True)`), backlog from the file. Acknowled
 on paho's thread and are only recorded there; this thread hands them to the queue, whose
 committer deletes them in its next transaction (`ack`). When an acknowledgement fails
 or never comes while connected (`ack_timeout`), everything still queued becomes backlog again
-and is re-sent with the same seqs: duplicates are possible, loss is not.
+and is re-sent with the same seqs: duplicates are possible, loss is not. A refusal's reason code
+(MQTT 5) is logged once per episode. Under MQTT 3.1.1, where a broker acknowledges what it
+drops, acknowledged readings are deleted only once `agent.uplink.delivery.EchoCheck` vouched
+for them. Messages stay within what the broker takes: `max_payload`, the Maximum Packet Size
+its CONNACK advertises (MQTT 5), and half the largest message in flight when a connection died
+with it (a broker's `max_packet_size` says nothing under 3.1.1); a single reading larger than
+that is counted as dropped, never retried for ever.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from agent.config.mqtt import MqttConfig
@@ -27,22 +33,36 @@ from agent.core.errors import PublishError, QueueError
 from agent.core.model import DEVICE, SEQ, UNSYNCED, Row, now_ms
 from agent.queue import Queue, Receipt
 from agent.uplink.contract import encode_senml, encode_telemetry, telemetry_topic
+from agent.uplink.delivery import EchoCheck
 from agent.uplink.stats import PublishStats
 
 ACK_COMMIT_WAIT = 10.0
 """How long a rewind waits for the queue to commit the deletion of acknowledged readings."""
+MIN_PAYLOAD = 1024
+"""The smallest message limit halving goes down to (a reading is about 100 bytes)."""
+PACKET_OVERHEAD = 16
+"""MQTT fixed header, message id and property bytes around a PUBLISH's topic and payload."""
 
 
 class PublisherLike(Protocol):
     """What the forwarder needs of the `agent.uplink.publisher.Publisher` (tests use a fake)."""
 
     connected: threading.Event
+    verifies: bool  # MQTT 3.1.1 with verify_delivery: PUBACKs prove nothing
+    echo_topic: str
+    max_packet: int | None  # the broker's Maximum Packet Size, when it said
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None,
                 retain: bool = False) -> int: ...
 
-    def listen(self, on_ack: Callable[[int, bool], None],
-               on_connect: Callable[[], None] | None = None) -> None: ...
+    def listen(self, on_ack: Callable[[int, str | None], None],
+               on_connect: Callable[[], None] | None = None,
+               on_disconnect: Callable[[], None] | None = None,
+               on_echo: Callable[[bytes], None] | None = None) -> None: ...
+
+    def forget(self, mids: Sequence[int]) -> None: ...
+
+    def subscribe_echo(self) -> None: ...
 
 
 class Forwarder:
@@ -60,15 +80,20 @@ class Forwarder:
         self._batch_size = cfg.batch_size
         self._max_inflight = cfg.max_inflight
         self._max_payload = cfg.max_payload
+        self._payload_limit = cfg.max_payload  # lowered when the broker cut a large message
+        self._delivery_was_down = False
         self._linger = cfg.linger
         self._linger_since: float | None = None
         self._encode = encode_senml if cfg.encoding == "senml" else encode_telemetry
         self._ack_timeout = max(30.0, 2 * cfg.keepalive)
         self._retry_delay = cfg.reconnect_min
         self.publisher = publisher
-        self._acks: deque[tuple[int, bool]] = deque()
+        self._acks: deque[tuple[int, str | None]] = deque()
         self._acked: Receipt | None = None  # the last deletion handed to the queue
-        self._inflight: dict[int, tuple[list[int], float]] = {}
+        self._inflight: dict[int, tuple[list[int], float, int]] = {}  # seqs, sent at, bytes
+        self._dropped = threading.Event()  # the connection was lost: look at what was in flight
+        self._limit_log = log.Episode(log.get("forward"), "message size limited",
+                                      "message size restored")
         self._live_after = 0  # live rows: seq > _live_after
         self._backlog: list[list[int]] = []  # [after, before) seq spans still to send, oldest first
         self._bucket = TokenBucket(backlog_rate)
@@ -82,17 +107,39 @@ class Forwarder:
         self.last_ack_ms: int | None = None  # when the last telemetry PUBACK was processed
         self.loop_at = time.monotonic()  # the loop last went round: the watchdog's progress mark
         self.stats = PublishStats()  # per device and latency, for /metrics
-        publisher.listen(on_ack=self.on_ack, on_connect=self.reconnected)
+        self.check: EchoCheck | None = None
+        if publisher.verifies:
+            echo = publisher.echo_topic
+            self.check = EchoCheck(gateway, lambda body, again: self._probe(echo, body, again))
+        publisher.listen(on_ack=self.on_ack, on_connect=self.reconnected,
+                         on_disconnect=self.disconnected,
+                         on_echo=self.check.echo if self.check else None)
 
     # called from other threads
     def notify(self) -> None:
         """New readings were queued (or the connection came back): look again."""
         self._wake.set()
 
-    def on_ack(self, mid: int, ok: bool) -> None:
+    def on_ack(self, mid: int, refused: str | None) -> None:
         """paho's thread: record only; the forwarder thread does the deleting."""
-        self._acks.append((mid, ok))
+        self._acks.append((mid, refused))
         self._wake.set()
+
+    def disconnected(self) -> None:
+        """paho's thread: the connection was lost. Only flags it; the loop looks."""
+        self._dropped.set()
+        self._wake.set()
+
+    @property
+    def delivery(self) -> str:
+        """`acknowledged` (MQTT 5: the broker's PUBACK says), or under 3.1.1 `unchecked`,
+        `verified` or `dropping` (the broker acknowledges but does not deliver)."""
+        return self.check.state if self.check else "acknowledged"
+
+    def _probe(self, topic: str, body: bytes, subscribe: bool) -> None:
+        if subscribe:
+            self.publisher.subscribe_echo()
+        self.publisher.publish(topic, body, qos=1)
 
     def start(self) -> None:
         self._rewind()  # what the last run left queued is backlog
@@ -122,9 +169,12 @@ class Forwarder:
             self._wake.clear()
             self.loop_at = time.monotonic()
             try:
+                if self._dropped.is_set():
+                    self._apply_disconnect()
                 if self._reconnected.is_set():
                     self._apply_reconnect()
                 self._process_acks()
+                self._verify()
                 sent = self._send_some()
             except (QueueError, PublishError) as exc:
                 self._episode.failed(type(exc).__name__, error=str(exc))
@@ -137,35 +187,63 @@ class Forwarder:
                 if self._linger_since is not None:
                     left = self._linger - (time.monotonic() - self._linger_since)
                     delay = min(delay, max(0.001, left))
+                if self.check is not None:
+                    delay = min(delay, self.check.next_wake())
                 self._wake.wait(delay)
 
     def _process_acks(self) -> None:
         done: list[int] = []
-        failed = False
+        refusal: str | None = None
         while self._acks:
-            mid, ok = self._acks.popleft()
+            mid, refused = self._acks.popleft()
             entry = self._inflight.pop(mid, None)
             if entry is None:
                 continue  # a status message, or a message forgotten by a rewind
-            self.stats.acked(mid, ok)
-            if ok:
+            self.stats.acked(mid, refused is None)
+            if refused is None:
                 done.extend(entry[0])
             else:
-                failed = True
+                refusal = refused
         if done:
-            self._acked = self._queue.ack(done)
+            if self.check is not None:
+                self.check.hold(done)  # deleted once a probe after them came back
+            else:
+                self._acked = self._queue.ack(done)
             self.published += len(done)
             self.last_ack_ms = now_ms()
             self._episode.recovered()
-        if failed:
-            self._episode.failed("refused", detail="broker refused a message; sending again")
+        if refusal is not None:
+            self._episode.failed(f"refused: {refusal}", reason=refusal, detail="the broker "
+                                 "refused a message (its ACL?); the readings stay queued and "
+                                 "are sent again")
             self._rewind()
             self._stop.wait(self._retry_delay)
+
+    def _verify(self) -> None:
+        """MQTT 3.1.1: delete what a returned probe vouched for; say so when none returns."""
+        if self.check is None:
+            return
+        released, dropping = self.check.tick()
+        if released:
+            self._acked = self._queue.ack(released)
+        if dropping:
+            self._log.error("the broker acknowledges this gateway's messages but does not "
+                            "deliver them (MQTT 3.1.1 cannot refuse a publish): check the "
+                            "broker's ACL for this gateway's topics and that it may read "
+                            f"{self.publisher.echo_topic}, or use mqtt.protocol: 5; nothing it "
+                            "dropped is deleted: sending resumes when a probe comes back",
+                            held=self.check.held)
+            self._rewind()
+        elif self._delivery_was_down and not self.check.blocked:
+            self._log.info("the broker delivers this gateway's messages again")
+        self._delivery_was_down = self.check.blocked
 
     def _rewind(self) -> None:
         """Forget what is in flight; everything still queued becomes backlog to send again
         (once the deletions of what was acknowledged are committed: not sent twice)."""
         self._inflight.clear()
+        if self.check is not None:
+            self.check.reset()  # held readings are still queued: sent again
         if self._acked is not None:
             self._acked.wait(ACK_COMMIT_WAIT)
         boundary = self._queue.stats().next_seq
@@ -185,12 +263,35 @@ class Forwarder:
             self._backlog.append([self._live_after, boundary])
         self._live_after = max(self._live_after, boundary - 1)
 
+    def _apply_disconnect(self) -> None:
+        """A connection died with messages in flight: if one was large, the broker may have
+        closed it for the size (Mosquitto's max_packet_size says nothing under 3.1.1). Halve
+        the limit below the largest, drop those messages from paho (it would resend them and
+        be cut off again), and send their readings again in smaller messages."""
+        self._dropped.clear()
+        largest = max((size for _, _, size in self._inflight.values()), default=0)
+        if largest <= MIN_PAYLOAD or self.publisher.max_packet is not None:
+            return
+        self._payload_limit = max(MIN_PAYLOAD, largest // 2)
+        self._limit_log.failed("halved", largest=largest, limit=self._payload_limit,
+                               detail="the connection died with a large message in flight: "
+                               "the broker's max_packet_size? messages are now smaller")
+        self.publisher.forget(list(self._inflight))
+        self._rewind()
+
+    def _limit(self, topic: str) -> int:
+        """The largest payload a message to `topic` may have now."""
+        limit = min(self._max_payload, self._payload_limit)
+        if self.publisher.max_packet:
+            limit = min(limit, self.publisher.max_packet - len(topic.encode()) - PACKET_OVERHEAD)
+        return limit
+
     def _send_some(self) -> bool:
         """Publish live rows first, then backlog within the rate cap; True if anything went."""
-        if not self.publisher.connected.is_set():
+        if not self.publisher.connected.is_set() or (self.check and self.check.blocked):
             return False
         if self._inflight:
-            oldest = min(t for _, t in self._inflight.values())
+            oldest = min(t for _, t, _ in self._inflight.values())
             if time.monotonic() - oldest > self._ack_timeout:
                 self._episode.failed("ack_timeout", inflight=len(self._inflight))
                 self._rewind()
@@ -239,15 +340,21 @@ class Forwarder:
 
     def _send(self, topic: str, device: str, chunk: list[Row], historical: bool,
               fix: Callable[[int, str], tuple[int, str]] | None) -> None:
-        """One message; halved until it fits `max_payload` (a single reading always goes)."""
+        """One message; halved until it fits the limit. A single reading that does not fit
+        can never be delivered: it is counted as dropped, with a log line."""
         payload = self._encode(self._gateway, device, chunk, historical, fix)
-        if len(payload) > self._max_payload and len(chunk) > 1:
-            half = len(chunk) // 2
-            self._send(topic, device, chunk[:half], historical, fix)
-            self._send(topic, device, chunk[half:], historical, fix)
+        limit = self._limit(topic)
+        if len(payload) > limit:
+            if len(chunk) > 1:
+                half = len(chunk) // 2
+                self._send(topic, device, chunk[:half], historical, fix)
+                self._send(topic, device, chunk[half:], historical, fix)
+                return
+            self._queue.discard([chunk[0][SEQ]], f"a {len(payload):,}-byte message is larger "
+                                f"than the broker takes ({limit:,} bytes)")
             return
         mid = self.publisher.publish(topic, payload)
-        self._inflight[mid] = ([row[SEQ] for row in chunk], time.monotonic())
+        self._inflight[mid] = ([row[SEQ] for row in chunk], time.monotonic(), len(payload))
         self.stats.sent(mid, device, len(chunk))
 
 

@@ -26,6 +26,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent import __version__
 from agent.config.mqtt import MqttConfig, TlsConfig
@@ -70,8 +72,12 @@ def describe_failure(exc: BaseException, host: str, port: int) -> str:
     return f"{host}:{port}: {exc.strerror or exc}" if isinstance(exc, OSError) else repr(exc)
 
 
-def _ignore_ack(_mid: int, _ok: bool) -> None:
+def _ignore_ack(_mid: int, _refused: str | None) -> None:
     """No listener yet: a PUBACK nobody waits for."""
+
+
+def _nothing(*_args: Any) -> None:
+    """No listener for this event."""
 
 
 class Publisher:
@@ -81,9 +87,15 @@ class Publisher:
         self._cfg = cfg
         self._gateway = gateway
         self._devices = list(devices)
-        self._on_ack: Callable[[int, bool], None] = _ignore_ack
+        self._on_ack: Callable[[int, str | None], None] = _ignore_ack
         self._on_connect_hook: Callable[[], None] | None = None
+        self._on_disconnect: Callable[[], None] = _nothing
+        self._on_echo: Callable[[bytes], None] = _nothing
         self._status_topic = status_topic(cfg.topic_prefix, gateway)
+        self.echo_topic = f"{cfg.topic_prefix}/{gateway}/echo"
+        self.verifies = cfg.protocol == "3.1.1" and cfg.verify_delivery
+        """Under 3.1.1 the broker cannot refuse a publish: the forwarder verifies by an echo."""
+        self.max_packet: int | None = None  # the broker's Maximum Packet Size (MQTT 5 CONNACK)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._delay = cfg.reconnect_min
@@ -120,6 +132,7 @@ class Publisher:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_publish = self._handle_publish
+        client.on_message = self._handle_message
         self._client = client
 
     def start(self) -> None:
@@ -129,12 +142,31 @@ class Publisher:
         self._thread = threading.Thread(target=self._run, name="uplink", daemon=True)
         self._thread.start()
 
-    def listen(self, on_ack: Callable[[int, bool], None],
-               on_connect: Callable[[], None] | None = None) -> None:
-        """Report each PUBACK (message id, accepted) to `on_ack` and each accepted connection to
-        `on_connect`, on the network thread; called once, before `start` (by the forwarder)."""
+    def listen(self, on_ack: Callable[[int, str | None], None],
+               on_connect: Callable[[], None] | None = None,
+               on_disconnect: Callable[[], None] | None = None,
+               on_echo: Callable[[bytes], None] | None = None) -> None:
+        """Report each PUBACK to `on_ack` (message id, and None or why the broker refused it),
+        each accepted connection to `on_connect`, each lost one to `on_disconnect`, and each
+        message on the echo topic to `on_echo` (3.1.1 with verify_delivery), on the network
+        thread; called once, before `start` (by the forwarder)."""
         self._on_ack = on_ack
         self._on_connect_hook = on_connect
+        self._on_disconnect = on_disconnect or _nothing
+        self._on_echo = on_echo or _nothing
+
+    def subscribe_echo(self) -> None:
+        """(Again) subscribe to the echo topic: a subscription the ACL refused stays refused."""
+        self._client.subscribe(self.echo_topic, qos=1)
+
+    def forget(self, mids: Sequence[int]) -> None:
+        """Drop messages from paho's resend store (a message the broker will never take: paho
+        would resend it after every reconnect, and the broker close the connection again)."""
+        client: Any = self._client
+        with client._out_message_mutex:  # paho 2.x keeps unacknowledged QoS 1 messages here
+            for mid in mids:
+                client._out_messages.pop(mid, None)
+                client._inflight_messages = max(0, client._inflight_messages - 1)
 
     def publish(self, topic: str, payload: bytes, qos: int | None = None,
                 retain: bool = False) -> int:
@@ -163,17 +195,29 @@ class Publisher:
                                        self._devices), qos=1, retain=True)
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Publish `offline` (retained) if connected, then disconnect cleanly."""
-        if self.connected.is_set():
+        """Publish `offline` (retained) if connected, then disconnect. When `offline` was not
+        acknowledged in time (a full in-flight window on a slow link), the broker is told to
+        publish the Last Will instead (MQTT 5: DISCONNECT with reason 4; 3.1.1: the connection
+        is dropped without DISCONNECT), so the retained status says offline either way."""
+        said = not self.connected.is_set()  # not connected: the Last Will already said it
+        if not said:
             info = self._client.publish(
                 self._status_topic, encode_status(self._gateway, "offline", now_ms()),
                 qos=1, retain=True)
-            # If the connection went away meanwhile, the Last Will says offline instead.
             with contextlib.suppress(RuntimeError, ValueError):
                 info.wait_for_publish(timeout)
+            said = info.is_published()
         self._stop.set()
         with contextlib.suppress(Exception):
-            self._client.disconnect()
+            if said:
+                self._client.disconnect()
+            elif self._cfg.protocol == "5":
+                self._client.disconnect(reasoncode=ReasonCode(
+                    PacketTypes.DISCONNECT, "Disconnect with will message"))
+            else:
+                sock = self._client.socket()
+                if isinstance(sock, socket.socket):
+                    sock.shutdown(socket.SHUT_RDWR)  # no DISCONNECT: the will is published
         if self._thread is not None:
             self._thread.join(timeout + 1)
         self.connected.clear()
@@ -226,6 +270,10 @@ class Publisher:
             self._fail(f"the broker refused the connection: {reason}")
             return
         self._accepted = True
+        size = getattr(_props, "MaximumPacketSize", None) if _props is not None else None
+        self.max_packet = int(size) if size else None
+        if self.verifies:
+            client.subscribe(self.echo_topic, qos=1)
         client.publish(self._status_topic,
                        encode_status(self._gateway, "online", now_ms(), __version__,
                                      self._devices),
@@ -247,7 +295,12 @@ class Publisher:
         self.connected.clear()
         if was_up and not self._stop.is_set():
             self._fail(f"disconnected: {reason}")
+            self._on_disconnect()
 
     def _handle_publish(self, _client: mqtt.Client, _ud: Any, mid: int, reason: Any,
                         _props: Any) -> None:
-        self._on_ack(mid, not reason.is_failure)
+        self._on_ack(mid, f"{reason} ({reason.value})" if reason.is_failure else None)
+
+    def _handle_message(self, _client: mqtt.Client, _ud: Any, message: Any) -> None:
+        if message.topic == self.echo_topic:
+            self._on_echo(bytes(message.payload))

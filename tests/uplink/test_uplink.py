@@ -139,7 +139,7 @@ def _secret(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
 
 def _acl_broker(tmp_path: Path) -> LocalBroker:
     acl = tmp_path / "acl"
-    acl.write_text("user test-gw\ntopic write city/test-gw/#\n\n"
+    acl.write_text("user test-gw\ntopic write city/test-gw/#\ntopic read city/test-gw/echo\n\n"
                    "user platform\ntopic read city/#\n")
     broker = LocalBroker(tmp_path / "auth-broker", anonymous=False, listener_options=[
         f"password_file {_passwd(tmp_path, {'test-gw': 's3cret-gw', 'platform': 'p'})}",
@@ -321,3 +321,19 @@ def test_the_password_can_come_from_a_systemd_credential(
                        password_file="credential:../etc/shadow", devices=[modbus_device("p", 5020)])
     with pytest.raises(ConfigError, match="a credential name is letters, digits"):
         load_config(bad)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_offline_is_retained_even_when_its_own_publish_cannot_get_through(
+        broker: LocalBroker, collector: Collector, run_agent: Any, protocol: str) -> None:
+    """A stop with a full in-flight window (a slow link): `offline` is not acknowledged in
+    time, so the broker is made to publish the Last Will instead."""
+    agent = run_agent(broker.port, protocol=protocol, max_inflight=2, linger=0)
+    wait_until(lambda: collector.statuses() and collector.statuses()[-1]["state"] == "online",
+               what="online")
+    broker.pause()  # nothing is acknowledged any more: paho's window of 2 fills
+    wait_until(lambda: agent.forwarder.inflight >= 2, what="a full in-flight window")
+    agent.forwarder.stop(grace=0.1)
+    agent.publisher.stop(timeout=0.3)
+    broker.resume()
+    wait_until(lambda: collector.statuses()[-1]["state"] == "offline", what="the Last Will")
