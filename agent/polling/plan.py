@@ -14,7 +14,8 @@ as a 1 ms one: no missed beat is ever enumerated):
   that the change skips has no beat, one that repeats may have two.
 
 `stepped` says whether the wall clock was stepped (NTP at boot, a person) between two looks at
-it: aligned beats are then re-planned from the new wall time, and never replayed.
+it: aligned beats are then re-planned from the new wall time (`replanned`), and the beats the
+step jumped over are never replayed.
 
 Invariants (property-tested in tests/polling/test_plan.py): `next_due(d, i, now)` is
 `d + i` when `now - (d + i) <= i`, else the first `d + k*i` after `now`; `next_aligned(t, i, off)`
@@ -72,6 +73,15 @@ def next_aligned_beat(prev: float, interval: float, wall_now: float,
     if wall_now - nxt > interval:
         return next_aligned(wall_now, interval, utcoffset)
     return nxt
+
+
+def replanned(wall_now: float, interval: float, since: float,
+              utcoffset: UtcOffset = local_utcoffset) -> float:
+    """The next aligned beat after the wall clock was found stepped, `since` s (monotonic)
+    after the previous look at it: the first multiple after `wall_now - min(interval, since)`.
+    A beat whose new wall time fell in that window (the step was found late) runs at once;
+    the ones the step jumped over are never replayed."""
+    return next_aligned(wall_now - min(interval, max(since, 0.0)), interval, utcoffset)
 
 
 def stepped(offset_before: float, offset_now: float, limit: float = WALL_STEP) -> bool:

@@ -17,7 +17,7 @@ Invariants:
   (`plan.next_aligned`), waited for on the monotonic clock. Their worker looks at the wall clock
   at least every `WALL_CHECK` s; when the wall-minus-monotonic offset moved by more than
   `plan.WALL_STEP`, or the local UTC offset changed, it re-plans its aligned devices once from
-  the new wall time (missed beats are not replayed).
+  the new wall time (`plan.replanned`: the beats the step jumped over are not replayed).
 - `stop()` and `remove()` start no new beat; a poll in progress finishes and its readings are
   queued before the runner is closed.
 
@@ -39,6 +39,7 @@ from agent.polling.plan import (
     next_aligned,
     next_aligned_beat,
     next_due,
+    replanned,
     stepped,
 )
 from agent.polling.runner import DeviceRunner
@@ -84,6 +85,7 @@ class Worker:
         self._cond = threading.Condition()
         self._stopping = False
         self._offset: float | None = None  # wall - monotonic at the last look (aligned only)
+        self._looked = 0.0  # monotonic time of that look
         self._utcoff = 0.0
         self._thread: threading.Thread | None = None
         self._log = log.get("poll")
@@ -105,6 +107,7 @@ class Worker:
                 wall = c.wall()
                 if not any(e.wall_due is not None for e in self.entries):  # its first one
                     self._offset, self._utcoff = wall - mono, c.utcoffset(wall)
+                    self._looked = mono
                 entry.wall_due = next_aligned(wall, runner.interval, c.utcoffset)
                 entry.due = mono + entry.wall_due - wall
             self.entries.append(entry)
@@ -183,7 +186,7 @@ class Worker:
             if e.wall_due is None:
                 continue
             if jumped:
-                e.wall_due = next_aligned(wall, e.runner.interval, c.utcoffset)
+                e.wall_due = replanned(wall, e.runner.interval, now - self._looked, c.utcoffset)
             e.due = now + e.wall_due - wall
             aligned.append(e.runner.name)
         if jumped:
@@ -191,7 +194,7 @@ class Worker:
             self._log.info("wall clock stepped: aligned polls re-planned",
                            step_s=round(offset - (self._offset or 0.0), 3),
                            devices=aligned)
-        self._offset, self._utcoff = offset, utcoff
+        self._offset, self._utcoff, self._looked = offset, utcoff, now
 
 
 class Scheduler:

@@ -17,6 +17,7 @@ from agent.polling.plan import (
     next_aligned,
     next_aligned_beat,
     next_due,
+    replanned,
     stepped,
 )
 
@@ -166,6 +167,19 @@ def test_aligned_beats_follow_on_skip_after_an_overrun() -> None:
     assert next_aligned_beat(prev, 300, prev + 500, fixed) == prev + 300  # one late: at once
     assert next_aligned_beat(prev, 300, prev + 700, fixed) == prev + 900  # skipped ahead
     assert next_aligned_beat(prev, 300, prev + WEEK + 1, fixed) == prev + WEEK + 300
+
+
+@given(WALL, st.sampled_from([0.1, 1, 60, 300, 86_400]), st.floats(0, 5), OFFSETS)
+def test_a_replan_runs_at_most_the_beat_found_late(wall: float, interval: float, since: float,
+                                                  off: float) -> None:
+    """After a step found `since` s late, the next beat is the first multiple after
+    `wall - min(interval, since)`: at most one beat in the past, none of those jumped over."""
+    t = replanned(wall, interval, since, lambda _t: off)
+    back = min(interval, since)
+    assert wall - back < t <= wall - back + interval + 1e-6
+    assert on_grid(t + off, 0.0, interval)
+    assert replanned(wall, interval, 0.0, lambda _t: off) == next_aligned(wall, interval,
+                                                                          lambda _t: off)
 
 
 def test_steps_and_the_local_offset() -> None:
