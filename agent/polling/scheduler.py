@@ -158,8 +158,8 @@ class Worker:
                 entry = min(self.entries, key=lambda e: e.due)
                 if entry.due <= now:
                     return entry
-                wait = entry.due - now
-                self._cond.wait(min(wait, WALL_CHECK) if aligned else wait)
+                wait = min(entry.due - now, WALL_CHECK if aligned else threading.TIMEOUT_MAX)
+                self._cond.wait(wait)
         return None
 
     def _plan_after(self, entry: Entry) -> None:
