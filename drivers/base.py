@@ -29,6 +29,9 @@ class DeviceConfig(Strict):
     driver: str
     interval: Duration = Field(default=5.0, ge=0.01, description="time between polls")
     timeout: Duration = Field(default=1.0, gt=0, description="how long to wait for an answer")
+    align: bool = Field(
+        default=False, description="poll at wall-clock multiples of interval in the gateway's "
+        "local time (1d: at midnight; 5m: at :00, :05, ...) instead of every interval from start")
     enabled: bool = True
     profile: str | None = Field(
         default=None, description="sensor profile: keys and points from profiles/NAME.yaml, "

@@ -2,7 +2,7 @@
 
 Readable lines on a terminal, one JSON object per line otherwise (under systemd). Every event
 carries `device` and `stage` keys (defaulting to "-" and "agent") so logs can be filtered the
-same way whatever emitted them. Library loggers (pymodbus, paho, apscheduler) are quietened:
+same way whatever emitted them. Library loggers (pymodbus, paho) are quietened:
 the core logs what they mean, once.
 """
 
@@ -51,7 +51,7 @@ def setup(
         logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
-    for name in ("pymodbus", "paho", "apscheduler"):
+    for name in ("pymodbus", "paho"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
 
 

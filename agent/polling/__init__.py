@@ -1,2 +1,3 @@
-"""Polling: the scheduler, each device's runner, the reporting rules and the recent values.
+"""Polling: the scheduler and its pure planner, each device's runner, the reporting rules and the
+recent values.
 """

@@ -42,6 +42,7 @@ class DeviceRunner:
         self.driver = driver
         self.name = driver.config.name
         self.interval = driver.config.interval
+        self.align = driver.config.align  # polled at wall-clock multiples of the interval
         self._queue = queue
         self._backoff_max = max(backoff_max, self.interval)
         self._failures = 0

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.bench import footprint, throughput
+from tests.bench import clock, footprint, throughput
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
@@ -31,6 +31,7 @@ SCENARIOS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "latency": footprint.latency,  # from the site run when both run
     "idle": footprint.idle,
     "backlog_memory": footprint.backlog_memory,
+    "clock": clock.clock,
 }
 ALIASES = {"queue_rss": "backlog_memory"}
 

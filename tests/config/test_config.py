@@ -95,6 +95,8 @@ CASES: list[tuple[str, str | bytes, list[tuple[int, int, str]]]] = [
      [(5, 14, "mqtt.keepalive: '2h' (= 7200 s) is out of range; allowed 5 s to 3600 s")]),
     ("lower-bound-only", edit(("port: 1883", "port: 1883\n  reconnect_min: 0")),
      [(5, 18, "mqtt.reconnect_min: 0 is out of range; allowed more than 0 s")]),
+    ("align-not-bool", edit(("interval: 5s", "interval: 5s\n    align: sometimes")),
+     [(12, 12, "devices[0].align: expected true or false, got 'sometimes'")]),
     ("bad-duration", edit(("interval: 5s", "interval: 5 sec")),
      [(11, 15, "devices[0].interval: '5 sec' is not a duration")]),
     ("not-a-number", edit(("port: 1883", "port: http")),
@@ -179,6 +181,13 @@ def test_example_config_loads() -> None:
     assert (chlorine["scale"], chlorine["unit"]) == (0.01, "mg/L")
     with pytest.raises(ValueError):  # frozen
         config.mqtt.port = 1  # type: ignore[misc]
+
+
+def test_a_daily_read_aligned_to_local_midnight(tmp_path: Path) -> None:
+    (tmp_path / "agent.yaml").write_text(edit(("interval: 5s", "interval: 1d\n    align: true")))
+    [device] = load_config(tmp_path / "agent.yaml").devices
+    assert (device.interval, device.align) == (86_400.0, True)
+    assert load_config(EXAMPLE).devices[0].align is False  # the default: every interval
 
 
 def test_relative_queue_path_resolves_against_the_config_dir(

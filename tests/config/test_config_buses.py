@@ -99,7 +99,7 @@ def test_profile_errors_point_into_the_profile(tmp_path: Path) -> None:
         "one of bool, int16, uint16, int32, uint32, int64, uint64, float32, float64, string "
         "(did you mean 'float32'?)",
         "profiles/mine.yaml:5:1: profile mine: 'colour' is an unknown key; allowed: points, "
-        "description, interval, timeout, byte_order, max_gap, max_registers_per_read, "
+        "description, interval, timeout, align, byte_order, max_gap, max_registers_per_read, "
         "max_bits_per_read",
     ]
 
