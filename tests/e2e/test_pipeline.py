@@ -47,14 +47,14 @@ def _assert_complete_and_ordered(collector: Collector, last_seq: int) -> None:
     by_seq: dict[int, dict] = {}  # type: ignore[type-arg]
     for r in readings:  # a duplicate is allowed only as the same reading with the same seq
         assert by_seq.setdefault(r["seq"], r) == r
-    first_seen: dict[str, list[int]] = {}
-    seen: set[int] = set()
+    first_seen: dict[tuple[str, bool], list[int]] = {}  # per device and stream: live first,
+    seen: set[int] = set()  # the backlog (historical) beside it, each in seq order
     for r in readings:
         if r["seq"] not in seen:
             seen.add(r["seq"])
-            first_seen.setdefault(r["device"], []).append(r["seq"])
-    for device, seqs in first_seen.items():
-        assert seqs == sorted(seqs), f"{device}: readings arrived out of order"
+            first_seen.setdefault((r["device"], r["historical"]), []).append(r["seq"])
+    for (device, historical), seqs in first_seen.items():
+        assert seqs == sorted(seqs), f"{device} (historical={historical}): out of order"
 
 
 def test_broker_outage_loses_nothing(plc: ModbusSimulator, broker: LocalBroker,
