@@ -347,7 +347,7 @@ def test_add_and_remove_while_running(queue: Queue) -> None:
         assert sched.remove("nope") is None
     finally:
         sched.stop()
-    values = [q.reading.value for q in queue.take(0, 10_000) if q.reading.device == "c"]
+    values = [q.reading.value for q in queue.peek(0, 10_000) if q.reading.device == "c"]
     assert float(n) in values, "the poll in progress at removal was not queued"
 
 
@@ -366,7 +366,7 @@ def test_stop_lets_the_poll_in_progress_finish_and_queue(queue: Queue) -> None:
     stopper.join(5)
     n = len(dev.starts)
     assert dev.closed and not poll_threads()
-    assert max(q.reading.value for q in queue.take(0, 10_000)) == float(n)
+    assert max(q.reading.value for q in queue.peek(0, 10_000)) == float(n)
     with pytest.raises(RuntimeError):
         sched.add(DeviceRunner(Fake("late", 1.0), queue))
 
