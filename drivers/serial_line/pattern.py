@@ -15,17 +15,20 @@ every other. `compile_pattern` raises `PatternError` with words a technician can
 
 from __future__ import annotations
 
+import functools
 import importlib
+import importlib.util
 import re
 from typing import Any, Protocol
 
-try:  # the wheel exists for x86-64 and arm64 only
-    import re2 as _re2
-except ImportError:  # pragma: no cover - armhf
-    _re2 = None
+ENGINE = "re2" if importlib.util.find_spec("re2") is not None else "re"
+"""The engine this gateway runs patterns on (the wheel exists for x86-64 and arm64 only). RE2
+itself is loaded with the first pattern: a gateway without text sensors never maps it."""
 
-ENGINE = "re2" if _re2 is not None else "re"
-"""The engine this gateway runs patterns on."""
+
+@functools.cache
+def _re2() -> Any:
+    return importlib.import_module("re2") if ENGINE == "re2" else None
 
 
 class PatternError(ValueError):
@@ -51,12 +54,13 @@ def compile_pattern(text: str, engine: str = ENGINE) -> Pattern:
         checked = re.compile(text)  # its messages say where: "missing ), ... at position 2"
     except re.error as exc:
         raise PatternError(f"not a valid regular expression: {exc}") from None
-    if _re2 is not None:
-        options = _re2.Options()
+    re2 = _re2()
+    if re2 is not None:
+        options = re2.Options()
         options.log_errors = False  # the error is ours to report, not absl's on stderr
         try:
-            compiled = _re2.compile(text, options)
-        except _re2.error as exc:
+            compiled = re2.compile(text, options)
+        except re2.error as exc:
             why = exc.args[0].decode() if exc.args and isinstance(exc.args[0], bytes) else exc
             raise PatternError(f"not accepted by the linear-time engine (RE2): {why}; RE2 has "
                                "no backreferences or lookarounds") from None
