@@ -42,7 +42,7 @@ def _ref(pos: Pos, here: Pos, main: str) -> str:
 
 def short(file: str, main: str) -> str:
     """A file as messages name it: relative to the config's directory when inside it."""
-    rel = os.path.relpath(file, os.path.dirname(os.path.abspath(main)))
+    rel = os.path.relpath(os.path.abspath(file or "."), os.path.dirname(os.path.abspath(main)))
     return file if rel.startswith("..") else rel
 
 

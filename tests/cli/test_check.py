@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
 from pathlib import Path
 
 from agent.cli.check import check
 from tests.peers.disk import mount_tmpfs, unmount
+from tests.support import EDGE_AGENT
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = """gateway: {id: gw-1}
@@ -84,3 +87,12 @@ def test_min_free_that_leaves_less_than_an_hour_of_readings_is_warned(tmp_path: 
         assert "leaves room for only ~" in busy and "of readings an hour" in busy
     finally:
         unmount(disk)
+
+
+def test_check_from_the_configs_own_folder_with_a_bare_file_name(tmp_path: Path) -> None:
+    """`cd /etc/edge-agent && edge-agent check -c agent.yaml`: the README's own form."""
+    shutil.copy(ROOT / "config" / "agent.yaml", tmp_path / "agent.yaml")
+    proc = subprocess.run([*EDGE_AGENT, "check", "-c", "agent.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.startswith("agent.yaml: ok") and "Traceback" not in proc.stderr
