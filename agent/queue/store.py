@@ -13,6 +13,8 @@ reader's (windows and counters), which in WAL mode never waits for a commit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import json
 import sqlite3
 import threading
@@ -29,7 +31,9 @@ from agent.core.model import QueuedReading, Reading, Row
 from agent.queue import schema
 from agent.queue.bounds import Bounds, Limits
 from agent.queue.commit import GroupCommit, Write
-from agent.queue.files import CORRUPT, FULL, QueueFile, code, describe
+from agent.queue.drops import EVENT as DROPPED
+from agent.queue.drops import Drops
+from agent.queue.files import CORRUPT, FULL, READ_ONLY, QueueFile, code, describe
 from agent.queue.reader import Reader
 from agent.queue.receipt import Receipt
 from agent.queue.tail import Tail
@@ -54,7 +58,7 @@ class QueueStats:
     next_seq: int
     bytes: int  # used by rows and indexes (agent.queue.schema.USED_BYTES)
     evicted: int  # readings deleted unsent because a bound was reached (persistent count)
-    dropped: int  # readings never written: disk full or locked beyond the memory buffer
+    dropped: int  # readings never written: the memory buffer full, or still held at close
     pending: int  # readings waiting in memory for the database to accept them
     moved_aside: tuple[str, ...] = field(default_factory=tuple)  # corrupt files set aside
 
@@ -72,8 +76,10 @@ class Queue:
         self._lock = threading.RLock()
         self._group: GroupCommit[Reading] = GroupCommit(self._commit, gather=GATHER)  # see put()
         self._pending: list[Reading] = []
-        self._dropped_unsaved = 0
         self._log = log.get("queue")
+        self._drops = Drops(self._log)  # readings given up, until meta.dropped has them
+        self._unwritable: str | None = None  # why the last write failed (None: it did not)
+        self._final: QueueStats | None = None  # the counters at close
         self._write_ep = log.Episode(self._log, "queue write failed, holding readings in memory",
                                      "queue writable again")
         self._acked: list[tuple[int, int]] = []  # seq spans acknowledged, not yet deleted
@@ -177,11 +183,15 @@ class Queue:
                 raise QueueError(f"cannot delete from queue {self.path}: {describe(exc)}") from exc
 
     def stats(self) -> QueueStats:
-        """Counters and the oldest reading, as last committed, without scanning the backlog."""
+        """Counters and the oldest reading, as last committed, without scanning the backlog;
+        after `close()`, as they were then; what is dropped is counted in memory, always
+        current."""
+        if self._final is not None:
+            return self._final
         c = self._reader.counters()
         return QueueStats(
             depth=c.depth, oldest_ts=c.oldest_ts, next_seq=c.next_seq, bytes=c.bytes,
-            evicted=c.evicted, dropped=c.dropped + self._dropped_unsaved,
+            evicted=c.evicted, dropped=c.dropped + self._drops.unsaved,
             pending=len(self._pending), moved_aside=tuple(self._file.moved_aside))
 
     def peek(self, after_seq: int, limit: int,
@@ -193,20 +203,67 @@ class Queue:
                 in self._reader.take_rows(after_seq, limit, before_seq)]
 
     def close(self) -> None:
-        """Commit what was submitted, checkpoint the WAL and close; idempotent."""
+        """Commit what was submitted, checkpoint the WAL and close; idempotent; never raises.
+
+        What cannot be written by then (held readings, tried once more, on a read-only disk)
+        is counted as dropped and logged with the cause. The count goes into the file if the
+        file still takes it; else it is in the log line (`saved: false`) and in `stats()`
+        only."""
+        if self._final is not None:
+            return
         self._group.close()
-        self._reader.close()
         with self._lock:
+            if self._pending:
+                self._commit([])  # one last try
+            held, self._pending = len(self._pending), []
+            with self._acked_lock:
+                spans, self._acked = self._acked, []
+            self._delete_acked(spans)
+            self._drops.flush()
+            self._drops.add(held, self._unwritable or "", log=False)
+            saved = self._save_dropped()
+            if held:
+                self._log.error(DROPPED, count=held, cause=self._unwritable, saved=saved,
+                                dropped_total=self._drops.total)
+            elif not saved:
+                self._log.error("queue dropped count not saved in the file",
+                                count=self._drops.unsaved, cause=self._unwritable)
             try:
-                with self._acked_lock:
-                    spans, self._acked = self._acked, []
-                self._delete_acked(spans)
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._db.close()
-            except sqlite3.ProgrammingError:
-                pass  # already closed
             except sqlite3.Error as exc:
-                raise QueueError(f"cannot close queue {self.path}: {describe(exc)}") from exc
+                self._log.warning("queue not checkpointed at close", error=describe(exc))
+        self._final = self._last_stats()
+        self._reader.close()
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    def _last_stats(self) -> QueueStats:
+        """stats() for the close: nothing is pending any more (it was written or counted as
+        dropped), everything else as it stands."""
+        try:
+            return dataclasses.replace(self.stats(), pending=0)
+        except QueueError:  # the file could not even be read: only what memory knows
+            return QueueStats(0, None, 0, 0, 0, self._drops.unsaved, 0,
+                              tuple(self._file.moved_aside))
+
+    def _save_dropped(self) -> bool:
+        """Add the dropped readings not yet counted in the file to `meta.dropped`; False if the
+        file does not take it."""
+        n = self._drops.take()
+        if not n:
+            return True
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(schema.ADD_TO_META, (n, schema.DROPPED))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error:
+            return False
+        self._drops.saved(n)
+        return True
 
     # committing
     def _commit(self, group: list[Write[Reading]]) -> None:
@@ -226,10 +283,12 @@ class Queue:
                     return
                 while True:
                     try:
+                        if self._unwritable == READ_ONLY and self._file.read_only():
+                            raise OSError(errno.EROFS, READ_ONLY)  # not worth the inserts
                         first = self._insert_evicting(batch, spans)
                         break
-                    except sqlite3.DatabaseError as exc:
-                        if code(exc) in CORRUPT:
+                    except (sqlite3.DatabaseError, OSError) as exc:
+                        if isinstance(exc, sqlite3.DatabaseError) and code(exc) in CORRUPT:
                             self._recover(exc)
                             spans = []  # a fresh file: nothing left to delete
                             continue
@@ -239,7 +298,9 @@ class Queue:
                             p.seqs = []
                         return
                 self._pending = []
+                self._unwritable = None
                 self._write_ep.recovered()
+                self._drops.ended()
                 if spans:
                     self._ack_ep.recovered()
                 start = first
@@ -256,11 +317,14 @@ class Queue:
             if committed and self._on_put is not None:
                 self._on_put()
 
-    def _hold(self, batch: list[Reading], exc: sqlite3.DatabaseError) -> None:
+    def _hold(self, batch: list[Reading], exc: sqlite3.DatabaseError | OSError) -> None:
+        """The database refused `batch`: keep it in memory to write first next time, up to
+        MAX_PENDING readings (the oldest beyond it are dropped: counted and logged)."""
         overflow = max(0, len(batch) - MAX_PENDING)
         self._pending = batch[overflow:]
-        self._dropped_unsaved += overflow  # saved with the next successful insert
-        self._write_ep.failed(describe(exc), held=len(self._pending), dropped=overflow)
+        self._unwritable = cause = self._file.cause(exc)
+        self._drops.add(overflow, cause)  # saved with the next successful insert
+        self._write_ep.failed(cause, held=len(self._pending), dropped=overflow)
 
     def _insert_evicting(self, batch: list[Reading], spans: list[tuple[int, int]]) -> int:
         try:
@@ -288,13 +352,14 @@ class Queue:
                 before = self._db.total_changes
                 self._db.executemany(schema.DELETE_SPAN, spans)
                 deleted = self._db.total_changes - before
+            dropped = self._drops.take()
             self._db.execute(schema.COUNT_INSERT, (first + len(rows), len(rows) - deleted,
-                                                   self._dropped_unsaved))
+                                                   dropped))
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
-        self._dropped_unsaved = 0
+        self._drops.saved(dropped)
         self._tail.remember(first, rows, tag)
         return int(first)
 
