@@ -46,6 +46,9 @@ GATHER = 0.005
 commits them all in one transaction (one sync): a device polled back to back pays for one
 commit per ~5 ms, not one per poll; a poll at its interval is durable ~5 ms later."""
 MAX_ACKED = 10_000  # acknowledged seq spans kept for deletion while the database refuses
+CLOSE_WAIT = 10.0
+"""Seconds `close()` waits for a disk that does not answer before it counts what it still holds
+as dropped (systemd's stop timeout is 30 s: after it, a SIGKILL would leave no count at all)."""
 _CHUNKS = (256, 64, 16, 4, 1)  # rows per INSERT statement: a few cached statement shapes
 
 
@@ -94,6 +97,8 @@ class Queue:
                               lambda: self._file.generation)
         with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
             self._bounds.enforce(force=True)
+        with contextlib.suppress(QueueError):  # known counters from the start (see stats())
+            self._reader.counters()
 
     # the face: writing
     def set_listener(self, on_put: Callable[[], None] | None) -> None:
@@ -116,10 +121,23 @@ class Queue:
     def submit(self, readings: Sequence[Reading],
                done: Callable[[Receipt], None] | None = None) -> Receipt:
         """Like `put`, committed by a background thread: returns at once (unless 1,000
-        submitted readings are still waiting), and `done(receipt)` runs once they are
-        committed (`receipt.seqs`) or failed (`receipt.error`). A poll thread goes back to its
-        devices while the disk syncs; `close()` commits what was submitted first."""
-        return self._group.submit(readings, done)
+        submitted readings are still waiting and the disk has not stalled), and
+        `done(receipt)` runs once they are committed (`receipt.seqs`) or failed
+        (`receipt.error`). A poll thread goes back to its devices while the disk syncs;
+        `close()` commits what was submitted first. While a commit is stuck (a disk that
+        stopped answering) polls wait in memory, MAX_PENDING readings at most with those held;
+        past that a poll is dropped: counted, logged, and failed with `receipt.error`."""
+        room = MAX_PENDING - len(self._pending)
+        write: Receipt | None = self._group.submit(readings, done, limit=room)
+        if write is not None:
+            return write
+        self._drops.add(len(readings), f"disk not responding (a commit waiting for over "
+                                       f"{self._group.stall:g} s), memory buffer full")
+        failed = Receipt.completed()
+        failed.count, failed.error = len(readings), QueueError("queue memory buffer full")
+        if done is not None:
+            done(failed)
+        return failed
 
     def flush(self) -> None:
         """Commit what was submitted and delete what was acknowledged (`ack`); returns once
@@ -184,15 +202,17 @@ class Queue:
 
     def stats(self) -> QueueStats:
         """Counters and the oldest reading, as last committed, without scanning the backlog;
-        after `close()`, as they were then; what is dropped is counted in memory, always
-        current."""
+        after `close()`, as they were then. A read the disk holds up (frozen) does not hold up
+        the caller: the last counters read are returned then (agent.queue.reader); what is
+        dropped and pending is counted in memory, always current."""
         if self._final is not None:
             return self._final
         c = self._reader.counters()
         return QueueStats(
             depth=c.depth, oldest_ts=c.oldest_ts, next_seq=c.next_seq, bytes=c.bytes,
             evicted=c.evicted, dropped=c.dropped + self._drops.unsaved,
-            pending=len(self._pending), moved_aside=tuple(self._file.moved_aside))
+            pending=len(self._pending) + self._group.waiting(),
+            moved_aside=tuple(self._file.moved_aside))
 
     def peek(self, after_seq: int, limit: int,
              before_seq: int | None = None) -> list[QueuedReading]:
@@ -205,13 +225,15 @@ class Queue:
     def close(self) -> None:
         """Commit what was submitted, checkpoint the WAL and close; idempotent; never raises.
 
-        What cannot be written by then (held readings, tried once more, on a read-only disk)
-        is counted as dropped and logged with the cause. The count goes into the file if the
-        file still takes it; else it is in the log line (`saved: false`) and in `stats()`
-        only."""
+        What cannot be written by then (held readings, tried once more, on a read-only disk;
+        everything in memory when the disk has not answered for CLOSE_WAIT s) is counted as
+        dropped and logged with the cause. The count goes into the file if the file still
+        takes it; else it is in the log line (`saved: false`) and in `stats()` only."""
         if self._final is not None:
             return
-        self._group.close()
+        if not self._group.close(CLOSE_WAIT):  # the committer is stuck in the disk, locked
+            self._give_up()
+            return
         with self._lock:
             if self._pending:
                 self._commit([])  # one last try
@@ -236,6 +258,19 @@ class Queue:
         self._reader.close()
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.close()
+
+    def _give_up(self) -> None:
+        """Close while a commit is stuck in a disk that does not answer: what is still in
+        memory is counted as dropped (if the disk comes back before the process ends, the
+        stuck commit may still write some of it: a reading counted that arrives, never one
+        lost without a count). The write lock is the stuck commit's: the file is left as is."""
+        n = self._group.abandon() + len(self._pending)
+        self._drops.flush()
+        self._drops.add(n, "", log=False)
+        self._log.error(DROPPED, count=n, saved=False, dropped_total=self._drops.total,
+                        cause=f"disk not responding: nothing committed for {CLOSE_WAIT:g} s")
+        self._final = self._last_stats()
+        self._reader.close(wait=1.0)
 
     def _last_stats(self) -> QueueStats:
         """stats() for the close: nothing is pending any more (it was written or counted as

@@ -21,7 +21,7 @@ import structlog
 import agent.queue.store as queue_mod
 from agent.core.model import Reading
 from agent.queue import Limits, Queue
-from tests.peers.disk import make_read_only, mount_ext4, unmount_ext4
+from tests.peers.disk import freeze, make_read_only, mount_ext4, unfreeze, unmount_ext4
 
 T = TypeVar("T")
 NO_LIMITS = Limits(max_bytes=0, max_age=0, min_free=0)
@@ -102,6 +102,57 @@ def test_a_read_only_disk_counts_what_overflows_the_memory_buffer(
         q.close()
     assert q.stats().dropped == 400
     assert sum(e["count"] for e in events(logs, "queue readings dropped")) == 400
+
+
+# a frozen (stalled) filesystem
+def test_a_frozen_disk_blocks_neither_submit_nor_stats(ext4: Path) -> None:
+    q = Queue(ext4 / "q.db", limits=NO_LIMITS)
+    q.put(poll(10))
+    receipts, slowest, n = [], 0.0, 0
+    freeze(ext4)  # right after a commit: reading it needs a write to the WAL index (-shm)
+    try:
+        _, stats_took = timed(q.stats, 10)
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:  # a device polled every 10 ms, 100 points a poll
+            receipt, took = timed(lambda k=n: q.submit(poll(100, first=10 + 100 * k)), 10)
+            receipts.append(receipt)
+            slowest, n = max(slowest, took), n + 1
+            time.sleep(0.01)
+    finally:
+        unfreeze(ext4)
+    assert slowest < 1.6, f"a submit waited {slowest:.1f} s for the frozen disk"
+    assert stats_took < 1.6, f"stats() waited {stats_took:.1f} s for the frozen disk"
+    q.flush()
+    assert all(r.wait(10) and r.error is None for r in receipts)
+    assert values(q) == [float(v) for v in range(10 + 100 * n)], "written in order, intact"
+    assert q.stats().dropped == 0
+    q.close()
+
+
+def test_a_frozen_disk_counts_what_overflows_the_memory_buffer(
+        ext4: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(queue_mod, "MAX_PENDING", 2_000)
+    q = Queue(ext4 / "q.db", limits=NO_LIMITS)
+    q.put(poll(10))
+    receipts = []
+    with structlog.testing.capture_logs() as logs:
+        freeze(ext4)
+        try:
+            for k in range(40):
+                receipts.append(timed(lambda k=k: q.submit(poll(100, first=10 + 100 * k)),
+                                      10)[0])
+                time.sleep(0.05)
+            st, _ = timed(q.stats, 10)
+        finally:
+            unfreeze(ext4)
+        q.flush()
+    written = sum(len(r.seqs or []) for r in receipts)
+    assert st.dropped > 0 and written + st.dropped == 4_000, "every reading written or counted"
+    assert written >= 1_000, "the memory buffer held polls while the disk was frozen"
+    drop = events(logs, "queue readings dropped")
+    assert drop and "not responding" in drop[0]["cause"]
+    assert q.stats().dropped == st.dropped
+    q.close()
 
 
 def test_a_stop_on_a_read_only_disk_keeps_the_queue_file_usable(ext4: Path) -> None:
