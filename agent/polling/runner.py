@@ -6,8 +6,9 @@ and "device back online" when it answers, turning a failed poll into readings th
 (`value=None`, quality = the error's word), applying the points' reporting rules
 (`agent.polling.reporting`), and handing each poll's readings to the queue, which commits them
 in one transaction in the background (`Queue.submit`: the worker polls on while the disk syncs; at
-most `IN_COMMIT` polls of a device wait for the disk; closing a runner waits for its last
-commit). When it runs is the scheduler's (`agent.polling.scheduler`).
+most `IN_COMMIT` polls of a device wait for a slow disk, none for one that stopped answering,
+whose polls the queue keeps in memory; closing a runner waits for its last commit). When it runs
+is the scheduler's (`agent.polling.scheduler`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ from drivers.base import Driver, PointConfig
 BACKOFF_MAX = 60.0
 """Longest wait between attempts at a device that stopped answering (seconds)."""
 COMMIT_WAIT = 30.0
-"""How long closing a runner waits for its last poll's commit (a locked or failing disk)."""
+"""How long closing a runner waits for its last poll's commit (a locked or failing disk); not
+at all once the commit is stalled (agent.queue.commit.STALL): the queue's close then commits
+or counts it."""
 IN_COMMIT = 64
-"""Polls of one device that may wait for the disk at once; the next one waits for the oldest.
-The queue commits the polls submitted within a few ms in one transaction and bounds what waits
-in memory itself; enough polls in flight let a device polled back to back fill each such
-transaction instead of waiting for the disk every few polls."""
+"""Polls of one device that may wait for the disk at once; the next one waits for the oldest,
+unless the disk stalled (`Receipt.wait_unless_stalled`): then polling goes on into the queue's
+memory buffer. The queue commits the polls submitted within a few ms in one transaction and
+bounds what waits in memory itself; enough polls in flight let a device polled back to back
+fill each such transaction instead of waiting for the disk every few polls."""
 
 
 class DeviceRunner:
@@ -98,7 +102,7 @@ class DeviceRunner:
             if not readings:
                 return
             if len(self._writes) >= IN_COMMIT:  # a device polled faster than the disk syncs
-                self._writes.popleft().wait(COMMIT_WAIT)  # is held back
+                self._writes.popleft().wait_unless_stalled(COMMIT_WAIT)  # is held back
             try:  # committed in the background: the worker goes back to its devices meanwhile
                 self._writes.append(self._queue.submit(readings, self._queued))
             except QueueError as exc:
@@ -159,5 +163,5 @@ class DeviceRunner:
             self.driver.close()
             self._open = False
             last = self._writes[-1] if self._writes else None
-        if last is not None and not last.wait(COMMIT_WAIT):
+        if last is not None and not last.wait_unless_stalled(COMMIT_WAIT):
             self._log.warning("last poll not yet committed", waited_s=COMMIT_WAIT)

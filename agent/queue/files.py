@@ -6,11 +6,14 @@ agent.queue.schema), sets a corrupt file aside as `<path>.corrupt-<UTC time>` wi
 -wal/-shm and starts a fresh one (invariant 6), counts the files opened (`generation`, which
 tells the reader to reopen), and keeps the seq floor `<path>.seq`, written ahead in steps of
 SEQ_RESERVE, so that seqs never go back even across a replaced file (invariant 2). It also
-names SQLite's failures for the queue's log lines and errors.
+names SQLite's failures (and a read-only filesystem, which SQLite only calls an I/O error) for
+the queue's log lines and errors.
+
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import sqlite3
 import time
@@ -24,6 +27,7 @@ from agent.queue import schema
 SEQ_RESERVE = 100_000
 CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 FULL = 13  # SQLITE_FULL
+READ_ONLY = "read-only file system"
 
 
 class QueueFile:
@@ -85,6 +89,22 @@ class QueueFile:
         self.moved_aside.append(str(target))
         self._log.error("queue file corrupt, moved aside; starting a fresh queue",
                         error=describe(exc), moved_to=str(target))
+
+    def read_only(self) -> bool:
+        """Whether the filesystem refuses to open the file for writing (mounted read-only, or
+        turned read-only by the kernel after an I/O error: SQLite then only says "disk I/O
+        error"). Cheap: one open(2), nothing written."""
+        try:
+            os.close(os.open(self.path, os.O_WRONLY))
+        except OSError as exc:
+            return exc.errno == errno.EROFS
+        return False
+
+    def cause(self, exc: BaseException) -> str:
+        """Why a write failed, in words for a log line."""
+        if (isinstance(exc, OSError) and exc.errno == errno.EROFS) or self.read_only():
+            return READ_ONLY
+        return describe(exc) if isinstance(exc, sqlite3.Error) else str(exc)
 
     # the seq floor beside the database
     def _floor_path(self) -> Path:

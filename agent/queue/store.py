@@ -13,6 +13,8 @@ reader's (windows and counters), which in WAL mode never waits for a commit.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import errno
 import json
 import sqlite3
 import threading
@@ -29,7 +31,9 @@ from agent.core.model import QueuedReading, Reading, Row
 from agent.queue import schema
 from agent.queue.bounds import Bounds, Limits
 from agent.queue.commit import GroupCommit, Write
-from agent.queue.files import CORRUPT, FULL, QueueFile, code, describe
+from agent.queue.drops import EVENT as DROPPED
+from agent.queue.drops import Drops
+from agent.queue.files import CORRUPT, FULL, READ_ONLY, QueueFile, code, describe
 from agent.queue.reader import Reader
 from agent.queue.receipt import Receipt
 from agent.queue.tail import Tail
@@ -42,6 +46,9 @@ GATHER = 0.005
 commits them all in one transaction (one sync): a device polled back to back pays for one
 commit per ~5 ms, not one per poll; a poll at its interval is durable ~5 ms later."""
 MAX_ACKED = 10_000  # acknowledged seq spans kept for deletion while the database refuses
+CLOSE_WAIT = 10.0
+"""Seconds `close()` waits for a disk that does not answer before it counts what it still holds
+as dropped (systemd's stop timeout is 30 s: after it, a SIGKILL would leave no count at all)."""
 _CHUNKS = (256, 64, 16, 4, 1)  # rows per INSERT statement: a few cached statement shapes
 
 
@@ -54,7 +61,7 @@ class QueueStats:
     next_seq: int
     bytes: int  # used by rows and indexes (agent.queue.schema.USED_BYTES)
     evicted: int  # readings deleted unsent because a bound was reached (persistent count)
-    dropped: int  # readings never written: disk full or locked beyond the memory buffer
+    dropped: int  # readings never written: the memory buffer full, or still held at close
     pending: int  # readings waiting in memory for the database to accept them
     moved_aside: tuple[str, ...] = field(default_factory=tuple)  # corrupt files set aside
 
@@ -72,8 +79,10 @@ class Queue:
         self._lock = threading.RLock()
         self._group: GroupCommit[Reading] = GroupCommit(self._commit, gather=GATHER)  # see put()
         self._pending: list[Reading] = []
-        self._dropped_unsaved = 0
         self._log = log.get("queue")
+        self._drops = Drops(self._log)  # readings given up, until meta.dropped has them
+        self._unwritable: str | None = None  # why the last write failed (None: it did not)
+        self._final: QueueStats | None = None  # the counters at close
         self._write_ep = log.Episode(self._log, "queue write failed, holding readings in memory",
                                      "queue writable again")
         self._acked: list[tuple[int, int]] = []  # seq spans acknowledged, not yet deleted
@@ -88,6 +97,8 @@ class Queue:
                               lambda: self._file.generation)
         with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
             self._bounds.enforce(force=True)
+        with contextlib.suppress(QueueError):  # known counters from the start (see stats())
+            self._reader.counters()
 
     # the face: writing
     def set_listener(self, on_put: Callable[[], None] | None) -> None:
@@ -110,10 +121,23 @@ class Queue:
     def submit(self, readings: Sequence[Reading],
                done: Callable[[Receipt], None] | None = None) -> Receipt:
         """Like `put`, committed by a background thread: returns at once (unless 1,000
-        submitted readings are still waiting), and `done(receipt)` runs once they are
-        committed (`receipt.seqs`) or failed (`receipt.error`). A poll thread goes back to its
-        devices while the disk syncs; `close()` commits what was submitted first."""
-        return self._group.submit(readings, done)
+        submitted readings are still waiting and the disk has not stalled), and
+        `done(receipt)` runs once they are committed (`receipt.seqs`) or failed
+        (`receipt.error`). A poll thread goes back to its devices while the disk syncs;
+        `close()` commits what was submitted first. While a commit is stuck (a disk that
+        stopped answering) polls wait in memory, MAX_PENDING readings at most with those held;
+        past that a poll is dropped: counted, logged, and failed with `receipt.error`."""
+        room = MAX_PENDING - len(self._pending)
+        write: Receipt | None = self._group.submit(readings, done, limit=room)
+        if write is not None:
+            return write
+        self._drops.add(len(readings), f"disk not responding (a commit waiting for over "
+                                       f"{self._group.stall:g} s), memory buffer full")
+        failed = Receipt.completed()
+        failed.count, failed.error = len(readings), QueueError("queue memory buffer full")
+        if done is not None:
+            done(failed)
+        return failed
 
     def flush(self) -> None:
         """Commit what was submitted and delete what was acknowledged (`ack`); returns once
@@ -186,12 +210,18 @@ class Queue:
                 raise QueueError(f"cannot delete from queue {self.path}: {describe(exc)}") from exc
 
     def stats(self) -> QueueStats:
-        """Counters and the oldest reading, as last committed, without scanning the backlog."""
+        """Counters and the oldest reading, as last committed, without scanning the backlog;
+        after `close()`, as they were then. A read the disk holds up (frozen) does not hold up
+        the caller: the last counters read are returned then (agent.queue.reader); what is
+        dropped and pending is counted in memory, always current."""
+        if self._final is not None:
+            return self._final
         c = self._reader.counters()
         return QueueStats(
             depth=c.depth, oldest_ts=c.oldest_ts, next_seq=c.next_seq, bytes=c.bytes,
-            evicted=c.evicted, dropped=c.dropped + self._dropped_unsaved,
-            pending=len(self._pending), moved_aside=tuple(self._file.moved_aside))
+            evicted=c.evicted, dropped=c.dropped + self._drops.unsaved,
+            pending=len(self._pending) + self._group.waiting(),
+            moved_aside=tuple(self._file.moved_aside))
 
     def peek(self, after_seq: int, limit: int,
              before_seq: int | None = None) -> list[QueuedReading]:
@@ -202,20 +232,82 @@ class Queue:
                 in self._reader.take_rows(after_seq, limit, before_seq)]
 
     def close(self) -> None:
-        """Commit what was submitted, checkpoint the WAL and close; idempotent."""
-        self._group.close()
-        self._reader.close()
+        """Commit what was submitted, checkpoint the WAL and close; idempotent; never raises.
+
+        What cannot be written by then (held readings, tried once more, on a read-only disk;
+        everything in memory when the disk has not answered for CLOSE_WAIT s) is counted as
+        dropped and logged with the cause. The count goes into the file if the file still
+        takes it; else it is in the log line (`saved: false`) and in `stats()` only."""
+        if self._final is not None:
+            return
+        if not self._group.close(CLOSE_WAIT):  # the committer is stuck in the disk, locked
+            self._give_up()
+            return
         with self._lock:
+            if self._pending:
+                self._commit([])  # one last try
+            held, self._pending = len(self._pending), []
+            with self._acked_lock:
+                spans, self._acked = self._acked, []
+            self._delete_acked(spans)
+            self._drops.flush()
+            self._drops.add(held, self._unwritable or "", log=False)
+            saved = self._save_dropped()
+            if held:
+                self._log.error(DROPPED, count=held, cause=self._unwritable, saved=saved,
+                                dropped_total=self._drops.total)
+            elif not saved:
+                self._log.error("queue dropped count not saved in the file",
+                                count=self._drops.unsaved, cause=self._unwritable)
             try:
-                with self._acked_lock:
-                    spans, self._acked = self._acked, []
-                self._delete_acked(spans)
                 self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-                self._db.close()
-            except sqlite3.ProgrammingError:
-                pass  # already closed
             except sqlite3.Error as exc:
-                raise QueueError(f"cannot close queue {self.path}: {describe(exc)}") from exc
+                self._log.warning("queue not checkpointed at close", error=describe(exc))
+        self._final = self._last_stats()
+        self._reader.close()
+        with self._lock, contextlib.suppress(sqlite3.Error):
+            self._db.close()
+
+    def _give_up(self) -> None:
+        """Close while a commit is stuck in a disk that does not answer: what is still in
+        memory is counted as dropped (if the disk comes back before the process ends, the
+        stuck commit may still write some of it: a reading counted that arrives, never one
+        lost without a count). The write lock is the stuck commit's: the file is left as is."""
+        n = self._group.abandon() + len(self._pending)
+        self._drops.flush()
+        self._drops.add(n, "", log=False)
+        self._log.error(DROPPED, count=n, saved=False, dropped_total=self._drops.total,
+                        cause=f"disk not responding: nothing committed for {CLOSE_WAIT:g} s")
+        self._final = self._last_stats()
+        self._reader.close(wait=1.0)
+
+    def _last_stats(self) -> QueueStats:
+        """stats() for the close: nothing is pending any more (it was written or counted as
+        dropped), everything else as it stands."""
+        try:
+            return dataclasses.replace(self.stats(), pending=0)
+        except QueueError:  # the file could not even be read: only what memory knows
+            return QueueStats(0, None, 0, 0, 0, self._drops.unsaved, 0,
+                              tuple(self._file.moved_aside))
+
+    def _save_dropped(self) -> bool:
+        """Add the dropped readings not yet counted in the file to `meta.dropped`; False if the
+        file does not take it."""
+        n = self._drops.take()
+        if not n:
+            return True
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute(schema.ADD_TO_META, (n, schema.DROPPED))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        except sqlite3.Error:
+            return False
+        self._drops.saved(n)
+        return True
 
     # committing
     def _commit(self, group: list[Write[Reading]]) -> None:
@@ -235,10 +327,12 @@ class Queue:
                     return
                 while True:
                     try:
+                        if self._unwritable == READ_ONLY and self._file.read_only():
+                            raise OSError(errno.EROFS, READ_ONLY)  # not worth the inserts
                         first = self._insert_evicting(batch, spans)
                         break
-                    except sqlite3.DatabaseError as exc:
-                        if code(exc) in CORRUPT:
+                    except (sqlite3.DatabaseError, OSError) as exc:
+                        if isinstance(exc, sqlite3.DatabaseError) and code(exc) in CORRUPT:
                             self._recover(exc)
                             spans = []  # a fresh file: nothing left to delete
                             continue
@@ -248,7 +342,9 @@ class Queue:
                             p.seqs = []
                         return
                 self._pending = []
+                self._unwritable = None
                 self._write_ep.recovered()
+                self._drops.ended()
                 if spans:
                     self._ack_ep.recovered()
                 start = first
@@ -265,11 +361,14 @@ class Queue:
             if committed and self._on_put is not None:
                 self._on_put()
 
-    def _hold(self, batch: list[Reading], exc: sqlite3.DatabaseError) -> None:
+    def _hold(self, batch: list[Reading], exc: sqlite3.DatabaseError | OSError) -> None:
+        """The database refused `batch`: keep it in memory to write first next time, up to
+        MAX_PENDING readings (the oldest beyond it are dropped: counted and logged)."""
         overflow = max(0, len(batch) - MAX_PENDING)
         self._pending = batch[overflow:]
-        self._dropped_unsaved += overflow  # saved with the next successful insert
-        self._write_ep.failed(describe(exc), held=len(self._pending), dropped=overflow)
+        self._unwritable = cause = self._file.cause(exc)
+        self._drops.add(overflow, cause)  # saved with the next successful insert
+        self._write_ep.failed(cause, held=len(self._pending), dropped=overflow)
 
     def _insert_evicting(self, batch: list[Reading], spans: list[tuple[int, int]]) -> int:
         try:
@@ -297,13 +396,14 @@ class Queue:
                 before = self._db.total_changes
                 self._db.executemany(schema.DELETE_SPAN, spans)
                 deleted = self._db.total_changes - before
+            dropped = self._drops.take()
             self._db.execute(schema.COUNT_INSERT, (first + len(rows), len(rows) - deleted,
-                                                   self._dropped_unsaved))
+                                                   dropped))
             self._db.execute("COMMIT")
         except BaseException:
             self._rollback()
             raise
-        self._dropped_unsaved = 0
+        self._drops.saved(dropped)
         self._tail.remember(first, rows, tag)
         return int(first)
 

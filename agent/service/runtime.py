@@ -144,7 +144,10 @@ class Agent:
             log.setup(new.log.level, new.log.format)
 
     def stop(self) -> None:
-        """Stop everything, in reverse order; idempotent."""
+        """Stop everything, in reverse order; idempotent. The queue's close commits what is
+        left (and the deletions of what the broker acknowledged last), or counts what it cannot
+        write as dropped and says why; it never raises, so a stop on a broken disk still ends
+        with the final line, which carries the counts the file may not have taken."""
         if self._stopped:
             return
         self._stopped = True
@@ -154,12 +157,11 @@ class Agent:
         self.forwarder.stop(grace=2.0)
         self.health.final()  # sent before `offline`, which publisher.stop waits for
         self.publisher.stop()
-        self.queue.flush()  # the deletions of what the broker acknowledged last
-        self.status_file.write(self, "stopped")
-        stats = self.queue.stats()
         self.queue.close()
+        stats = self.queue.stats()  # as closed
+        self.status_file.write(self, "stopped")
         self._log.info("agent stopped", published=self.forwarder.published,
-                       left_queued=stats.depth)
+                       left_queued=stats.depth, pending=stats.pending, dropped=stats.dropped)
 
     # agent.service.view.AgentView: what the readers may see, read when they ask
     @property

@@ -6,7 +6,10 @@ state, last value time and last error, queue depth, uplink), plus who wrote it (
 process's start time, so a reused pid is not taken for the agent), when (the boot clock, which
 NTP does not move, and the boot id), the config it runs and the outcome of the last reload.
 The file is replaced atomically (write a temporary file, rename), so a reader never sees half of
-it, and it is not fsynced: it is re-written every few seconds and must not wear the SD card.
+it, and it is not fsynced: it is re-written every few seconds and must not wear the SD card. It
+is written on a thread of its own, waited for at most WRITE_WAIT s: the main thread, which
+writes it, also answers signals and pings systemd's watchdog, and a frozen disk must stop
+neither (while a write is stuck, later ones are skipped: the file's age then says so).
 `read` gives it back with the state the agent is in, without touching the agent: it works while
 the agent runs, after it stopped (the last state is kept) and when it hangs (the file's age says
 so). The `status` command (`agent.cli.status`) prints it.
@@ -17,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,8 @@ EVERY = 5.0
 STALE_AFTER = 3
 """A status older than this many write intervals means the agent is hung."""
 SUFFIX = ".status.json"
+WRITE_WAIT = 1.0
+"""Seconds `write` waits for the disk before it lets the write finish on its own."""
 
 
 def path_for(queue_path: str | os.PathLike[str]) -> Path:
@@ -62,6 +68,8 @@ class StatusFile:
         self.started_ms = now_ms()
         self.last_reload: dict[str, Any] | None = None
         self._due = 0.0
+        self._writing: threading.Thread | None = None
+        self._stuck = False  # a write waited for the disk longer than WRITE_WAIT (logged)
 
     def reloaded(self, ok: bool, errors: list[str] | None = None,
                  restart_needed: list[str] | None = None) -> None:
@@ -83,9 +91,24 @@ class StatusFile:
                "config": self.config_file, "started_ms": self.started_ms,
                "broker": f"{view.mqtt_host}:{view.mqtt_port}",
                "last_reload": self.last_reload, "health": snapshot(view)}
+        from agent.core import log
+
+        if self._writing is not None and self._writing.is_alive():
+            if not self._stuck:
+                self._stuck = True
+                log.get("agent").warning("status file not written: the last write still "
+                                         "waits for the disk", path=str(self.path))
+            return
+        self._stuck = False
+        self._writing = threading.Thread(target=self._replace, name="status-file", daemon=True,
+                                         args=(json.dumps(doc, separators=(",", ":")),))
+        self._writing.start()
+        self._writing.join(WRITE_WAIT)
+
+    def _replace(self, text: str) -> None:
         tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(doc, separators=(",", ":")), encoding="utf-8")
+            tmp.write_text(text, encoding="utf-8")
             os.replace(tmp, self.path)
         except OSError as exc:  # a full disk must not stop the agent; status shows it stale
             with contextlib.suppress(OSError):
