@@ -188,9 +188,8 @@ class Queue:
         """Delete readings that can never be delivered (larger than any message the broker
         takes), counted as dropped and logged with `why`: they are not retried for ever."""
         n = self.ack_now(seqs)
-        self._dropped_unsaved += n  # saved with the next successful insert
-        log.get("queue").error("readings dropped: they can never be delivered", count=n,
-                               why=why)
+        self._drops.add(n, why, log=False)  # saved in meta.dropped with the next commit
+        self._log.error("readings dropped: they can never be delivered", count=n, why=why)
         return n
 
     def ack_now(self, seqs: Iterable[int]) -> int:
