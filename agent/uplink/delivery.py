@@ -68,8 +68,10 @@ class EchoCheck:
         self._echoes.append(payload)
 
     def reset(self) -> None:
-        """Forget what is held (it is still queued and will be sent again) and the probe."""
-        self._held, self._held_since, self._probe = [], None, None
+        """Forget what is held (it is still queued and will be sent again). The probe in flight
+        stays: paho sends it again after a reconnect, and if it never comes back the broker
+        drops (some brokers cut a 3.1.1 client's connection at a denied publish instead)."""
+        self._held, self._held_since = [], None
 
     def tick(self) -> tuple[list[int], bool]:
         """(seqs now vouched for, True if the broker was just found dropping)."""
