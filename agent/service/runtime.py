@@ -161,7 +161,8 @@ class Agent:
         stats = self.queue.stats()  # as closed
         self.status_file.write(self, "stopped")
         self._log.info("agent stopped", published=self.forwarder.published,
-                       left_queued=stats.depth, pending=stats.pending, dropped=stats.dropped)
+                       left_queued=stats.depth, pending=stats.pending, dropped=stats.dropped,
+                       lost=stats.lost)
 
     # agent.service.view.AgentView: what the readers may see, read when they ask
     @property
