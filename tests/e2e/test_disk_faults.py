@@ -24,7 +24,7 @@ import structlog
 
 import agent.queue.store as queue_mod
 from agent.config.load import load_config
-from agent.service import health
+from agent.service import health, systemd
 from agent.service.runtime import Agent
 from agent.sim.broker import LocalBroker, free_port
 from agent.sim.modbus import ModbusSimulator
@@ -171,11 +171,13 @@ def test_a_frozen_disk_stops_neither_polling_nor_the_status_page(
                 answers += [took, get(page, "/metrics", timeout=4)[1]]
                 time.sleep(0.3)
             polls_while_frozen = runner.polls - before
+            stuck = systemd.stalled(agent, 3.0)  # what the watchdog would see
         finally:
             armed.clear()
             agent.queue.set_listener(agent.forwarder.notify)
             unfreeze(ext4)
             thawed_at = time.time()
+        assert not stuck, "systemd's watchdog would take the agent for hung and kill it"
         assert max(answers) < 2.0, f"the status page took {max(answers):.1f} s to answer"
         assert json.loads(body)["queue"]["pending"] > 0, "it shows what waits in memory"
         assert polls_while_frozen > 6.0 / 0.02 / 3, "polling went on"
