@@ -1,7 +1,7 @@
 """`edge-agent queue`: what is waiting on a gateway, and getting it off one whose uplink is dead.
 
 `status` reads the queue file beside a running agent (read-only; SQLite WAL lets it) and prints
-depth, bytes, the oldest reading's age, evicted/dropped counts and the backlog per device.
+depth, bytes, the oldest reading's age, evicted/dropped/lost counts and the backlog per device.
 `export` streams queued readings as JSON lines (one reading per line, the telemetry fields plus
 `gateway` and `device`) to stdout, e.g. onto a USB stick; they stay queued unless `--delete`
 is given, and then only the rows already written and flushed are deleted, chunk by chunk.
@@ -80,8 +80,10 @@ def status(config_path: str, out: TextIO = sys.stdout) -> int:
     print(f"next seq   {meta.get(schema.NEXT_SEQ, 1):,}", file=out)
     print(f"evicted    {meta.get(schema.EVICTED, 0):,} (deleted unsent at a bound: max_bytes, "
           f"max_age, min_free, full disk)", file=out)
-    print(f"dropped    {meta.get(schema.DROPPED, 0):,} (never written: disk full or locked too "
-          f"long)", file=out)
+    print(f"dropped    {meta.get(schema.DROPPED, 0):,} (never written: the disk read-only, "
+          f"stalled or locked for longer than the memory buffer lasted)", file=out)
+    print(f"lost       {meta.get(schema.LOST, 0):,} (committed, then gone with the file's past: "
+          f"its -wal removed or an older copy restored; the log names the seqs)", file=out)
     if per_device:
         width = max(len("DEVICE"), *(len(d) for d, _, _ in per_device))
         print(f"\n{'DEVICE':<{width}}  {'QUEUED':>10}  OLDEST", file=out)

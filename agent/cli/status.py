@@ -61,7 +61,8 @@ def render(doc: dict[str, Any], state: str, out: TextIO, now: int | None = None)
     q = h.get("queue") or {}
     oldest = "" if q.get("oldest_age_s") is None else f", oldest {q['oldest_age_s']:.0f} s old"
     print(f"queue:  {q.get('depth', 0)} reading(s) waiting, {_size(q.get('bytes') or 0)}{oldest}; "
-          f"evicted {q.get('evicted', 0)}, dropped {q.get('dropped', 0)}", file=out)
+          f"evicted {q.get('evicted', 0)}, dropped {q.get('dropped', 0)}"
+          + (f", LOST {q['lost']}" if q.get("lost") else ""), file=out)
     devices = h.get("devices") or {}
     online = sum(d.get("state") == "online" for d in devices.values())
     print(f"devices: {online} of {len(devices)} online", file=out)

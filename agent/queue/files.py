@@ -1,4 +1,4 @@
-"""The queue's file on disk: opening it, healing it, and the seq floor kept beside it.
+"""The queue's file on disk: opening it, healing it, and what is kept beside it.
 
 `QueueFile` owns the path and what lives next to it: it opens the write connection (WAL, the
 configured `synchronous`, incremental auto-vacuum on a fresh file, the schema of
@@ -9,6 +9,14 @@ SEQ_RESERVE, so that seqs never go back even across a replaced file (invariant 2
 names SQLite's failures (and a read-only filesystem, which SQLite only calls an I/O error) for
 the queue's log lines and errors.
 
+It keeps the committed high-water mark `<path>.mark` (agent.queue.mark), written by the queue
+after every commit, and compares the file with it at open (invariant 7): a file whose
+next_seq is below the mark's lost the commits in between (its WAL removed, an older copy
+restored), and one without its tables lost all of them (removed). Of those seqs at most the
+mark's depth were still waiting: that many are counted in `meta.lost` and logged with the
+seqs, once; next_seq goes up to the mark's and the counters (evicted, dropped, lost) never
+below it. A file set aside as corrupt is not a loss (it is kept, and reported), and a queue
+without a mark (written before it existed) opens as it is.
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ from typing import Literal
 from agent.core import log
 from agent.core.errors import QueueError
 from agent.queue import schema
+from agent.queue.mark import Mark
 
 SEQ_RESERVE = 100_000
 CORRUPT = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
@@ -40,7 +49,9 @@ class QueueFile:
         self.busy_timeout = busy_timeout
         self.generation = 0  # files opened: the reader reopens when it grew
         self.moved_aside: list[str] = []
+        self.mark = Mark(path)
         self._seq_floor = 0
+        self._set_aside = False  # the file was just set aside: the next one is not a loss
         self._log = log.get("queue")
 
     def open(self) -> sqlite3.Connection:
@@ -71,12 +82,60 @@ class QueueFile:
             db.execute(f"PRAGMA synchronous={self.synchronous.upper()}")
             db.execute("PRAGMA journal_size_limit=67108864")
             floor = self._read_floor()
+            had_tables = schema.has_table(db, schema.META)
             schema.create(db, next_seq=max(1, floor))
+            self._compare_with_mark(db, had_tables)
         except BaseException:
             db.close()
             raise
         self._seq_floor = floor
         return db
+
+    def _compare_with_mark(self, db: sqlite3.Connection, had_tables: bool) -> None:
+        """At open: count and log what the file lost since the mark was written (see the
+        module docstring), then write the mark of the file as it now is. Under the write lock,
+        so that no other process (`edge-agent queue export --delete`) commits in between."""
+        mark = self.mark.read()
+        set_aside, self._set_aside = self._set_aside, False
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            meta = dict(db.execute(schema.ALL_META).fetchall())
+            (lowest,) = db.execute(schema.LOWEST_SEQ).fetchone()
+            changed: dict[str, int] = {}
+            gone: tuple[int, int, int] | None = None  # seqs from, to (excluded), at most
+            if mark is not None:
+                values, low = mark
+                upto, waiting = values[schema.NEXT_SEQ], values[schema.DEPTH]
+                if set_aside:
+                    pass  # its readings are in the file set aside
+                elif not had_tables:
+                    gone = (low, upto, waiting)
+                elif meta[schema.NEXT_SEQ] < upto:
+                    start = meta[schema.NEXT_SEQ]
+                    gone = (start, upto, min(upto - start, waiting))
+                for key in (schema.NEXT_SEQ, schema.EVICTED, schema.DROPPED, schema.LOST):
+                    if values[key] > meta[key]:
+                        changed[key] = values[key]
+                if gone is not None and gone[2] > 0:
+                    changed[schema.LOST] = max(meta[schema.LOST], values[schema.LOST]) + gone[2]
+            for key, value in changed.items():
+                db.execute(schema.SET_META, (value, key))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        meta |= changed
+        if gone is not None and gone[2] > 0:
+            self._log.error("queue file went back: committed readings lost", seqs_from=gone[0],
+                            seqs_to=gone[1] - 1, at_most=gone[2], lost_total=meta[schema.LOST],
+                            why="the file is older than its last commit (its -wal removed, "
+                                "an older copy restored, or the file removed)")
+        elif gone is not None:
+            self._log.warning("queue file went back: nothing that was waiting is lost",
+                              seqs_from=gone[0], seqs_to=gone[1] - 1)
+        self.mark.low = meta[schema.NEXT_SEQ] if lowest is None else int(lowest)
+        self.mark.note((key, meta[key]) for key in self.mark.values)
 
     def move_aside(self, exc: sqlite3.DatabaseError) -> None:
         """Rename the file (and its -wal/-shm) to `<path>.corrupt-<UTC time>`, logged."""
@@ -87,6 +146,7 @@ class QueueFile:
             if src.exists():
                 os.replace(src, f"{target}{suffix}")
         self.moved_aside.append(str(target))
+        self._set_aside = True
         self._log.error("queue file corrupt, moved aside; starting a fresh queue",
                         error=describe(exc), moved_to=str(target))
 

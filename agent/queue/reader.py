@@ -15,17 +15,20 @@ The counters are read on a thread of the reader's own (`queue-stats`), and a cal
 most STATS_WAIT s for them: on a frozen filesystem even a read can block (a reader that
 starts after the last commit writes its read mark into the WAL index, the -shm file, and that
 write waits for the thaw), and health, the status page and systemd's status line must not. The
-caller then gets the last counters read.
+caller then gets the last counters read, with meta's counters as this process last committed
+them (`committed`, the high-water mark's values: exact, since nothing commits while the writer
+is stuck on the same disk).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,6 +53,7 @@ class Counters:
     dropped: int
     oldest_ts: int | None
     bytes: int
+    lost: int = 0
 
 
 class Reader:
@@ -57,8 +61,10 @@ class Reader:
 
     def __init__(self, path: Path, busy_timeout: float,
                  on_corrupt: Callable[[sqlite3.DatabaseError, int], None],
-                 generation: Callable[[], int]) -> None:
+                 generation: Callable[[], int],
+                 committed: Callable[[], Mapping[str, int]] = dict) -> None:
         self.path = path
+        self._committed = committed
         self._busy_timeout = busy_timeout
         self._on_corrupt = on_corrupt
         self._generation = generation
@@ -98,12 +104,21 @@ class Reader:
                     if reads.last is None:
                         raise QueueError(f"cannot read queue {self.path}: no answer in "
                                          f"{wait:g} s")
-                    return reads.last
+                    return self._known(reads.last)
                 reads.cond.wait(left)
             result = reads.done[1]
         if isinstance(result, QueueError):
             raise result
         return result
+
+    def _known(self, last: Counters) -> Counters:
+        """`last` with meta's counters as this process last committed them."""
+        c = self._committed()
+        if not c:
+            return last
+        return dataclasses.replace(last, depth=c[schema.DEPTH], next_seq=c[schema.NEXT_SEQ],
+                                   evicted=c[schema.EVICTED], dropped=c[schema.DROPPED],
+                                   lost=c[schema.LOST])
 
     def _read_counters(self) -> Counters:
         meta = dict(self._read(schema.ALL_META, ()))
@@ -111,7 +126,8 @@ class Reader:
         ((used,),) = self._read(schema.USED_BYTES, ())
         return Counters(depth=meta[schema.DEPTH], next_seq=meta[schema.NEXT_SEQ],
                         evicted=meta[schema.EVICTED], dropped=meta[schema.DROPPED],
-                        oldest_ts=oldest[0][0] if oldest else None, bytes=int(used))
+                        oldest_ts=oldest[0][0] if oldest else None, bytes=int(used),
+                        lost=meta.get(schema.LOST, 0))
 
     def close(self, wait: float | None = None) -> None:
         """Close the connection (unless a read still holds it after `wait` s: a frozen disk;

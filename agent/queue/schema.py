@@ -30,9 +30,10 @@ COLUMNS: Final = ROW_FIELDS
 
 DEPTH: Final = "depth"  # rows in `readings`, kept exact by every insert and delete
 EVICTED: Final = "evicted"  # readings deleted unsent at a bound (persistent count)
-DROPPED: Final = "dropped"  # readings never written (disk full or locked beyond the buffer)
+DROPPED: Final = "dropped"  # readings never written (the memory buffer full, or held at close)
 NEXT_SEQ: Final = "next_seq"  # the seq the next reading gets; only grows
-META_KEYS: Final = (DEPTH, EVICTED, DROPPED, NEXT_SEQ)
+LOST: Final = "lost"  # committed readings gone with the file's past (WAL removed, old copy)
+META_KEYS: Final = (DEPTH, EVICTED, DROPPED, NEXT_SEQ, LOST)
 
 _CREATE = f"""
 BEGIN;
@@ -51,13 +52,15 @@ INSERT OR IGNORE INTO {META} VALUES ('{DEPTH}', (SELECT count(*) FROM {READINGS}
 INSERT OR IGNORE INTO {META} VALUES ('{EVICTED}', 0);
 INSERT OR IGNORE INTO {META} VALUES ('{DROPPED}', 0);
 INSERT OR IGNORE INTO {META} VALUES ('{NEXT_SEQ}', {{next_seq:d}});
+INSERT OR IGNORE INTO {META} VALUES ('{LOST}', 0);
 COMMIT;
 """
 
 
 def create(db: sqlite3.Connection, next_seq: int) -> None:
     """Create the tables and counters if missing (one transaction; `next_seq` only for a new
-    file) and bring a 0.1.0 queue up to date."""
+    file) and bring an older queue up to date: 0.1.0's lacks `unsynced`, and files written
+    before the `lost` counter lack that key (added as 0)."""
     db.executescript(_CREATE.format(next_seq=next_seq))
     columns = {row[1] for row in db.execute(f"PRAGMA table_info({READINGS})")}
     if "unsynced" not in columns:  # a queue written by 0.1.0
@@ -78,10 +81,12 @@ def used_bytes(db: sqlite3.Connection) -> int:
 ALL_META: Final = f"SELECT key, value FROM {META}"
 META_VALUE: Final = f"SELECT value FROM {META} WHERE key = ?"
 ADD_TO_META: Final = f"UPDATE {META} SET value = value + ? WHERE key = ?"
+SET_META: Final = f"UPDATE {META} SET value = ? WHERE key = ?"
 COUNT_INSERT: Final = (
     f"UPDATE {META} SET value = CASE key WHEN '{NEXT_SEQ}' THEN ?1 WHEN '{DEPTH}' THEN value + ?2"
     f" ELSE value + ?3 END WHERE key IN ('{NEXT_SEQ}', '{DEPTH}', '{DROPPED}')")
 """After an insert: next_seq = ?1, depth += ?2 (inserted - deleted), dropped += ?3."""
+LOWEST_SEQ: Final = f"SELECT min(seq) FROM {READINGS}"
 
 
 def meta_value(db: sqlite3.Connection, key: str) -> int:

@@ -64,6 +64,7 @@ class QueueStats:
     dropped: int  # readings never written: the memory buffer full, or still held at close
     pending: int  # readings waiting in memory for the database to accept them
     moved_aside: tuple[str, ...] = field(default_factory=tuple)  # corrupt files set aside
+    lost: int = 0  # committed readings gone with the file's past: WAL removed, old copy
 
 
 class Queue:
@@ -94,7 +95,7 @@ class Queue:
         self._db = self._file.open()
         self._bounds = Bounds(self.path, self.limits, lambda: self._db, self._evict, check_every)
         self._reader = Reader(self.path, busy_timeout, self._reader_corrupt,
-                              lambda: self._file.generation)
+                              lambda: self._file.generation, lambda: self._file.mark.values)
         with contextlib.suppress(sqlite3.DatabaseError):  # bounds may have shrunk since
             self._bounds.enforce(force=True)
         with contextlib.suppress(QueueError):  # known counters from the start (see stats())
@@ -220,7 +221,7 @@ class Queue:
             depth=c.depth, oldest_ts=c.oldest_ts, next_seq=c.next_seq, bytes=c.bytes,
             evicted=c.evicted, dropped=c.dropped + self._drops.unsaved,
             pending=len(self._pending) + self._group.waiting(),
-            moved_aside=tuple(self._file.moved_aside))
+            moved_aside=tuple(self._file.moved_aside), lost=c.lost)
 
     def peek(self, after_seq: int, limit: int,
              before_seq: int | None = None) -> list[QueuedReading]:
@@ -266,6 +267,7 @@ class Queue:
         self._reader.close()
         with self._lock, contextlib.suppress(sqlite3.Error):
             self._db.close()
+            self._file.mark.close()
 
     def _give_up(self) -> None:
         """Close while a commit is stuck in a disk that does not answer: what is still in
@@ -286,8 +288,10 @@ class Queue:
         try:
             return dataclasses.replace(self.stats(), pending=0)
         except QueueError:  # the file could not even be read: only what memory knows
-            return QueueStats(0, None, 0, 0, 0, self._drops.unsaved, 0,
-                              tuple(self._file.moved_aside))
+            v = self._file.mark.values
+            return QueueStats(v[schema.DEPTH], None, v[schema.NEXT_SEQ], 0, v[schema.EVICTED],
+                              v[schema.DROPPED] + self._drops.unsaved, 0,
+                              tuple(self._file.moved_aside), v[schema.LOST])
 
     def _save_dropped(self) -> bool:
         """Add the dropped readings not yet counted in the file to `meta.dropped`; False if the
@@ -305,6 +309,7 @@ class Queue:
                 raise
         except sqlite3.Error:
             return False
+        self._file.mark.add(dropped=n)
         self._drops.saved(n)
         return True
 
@@ -402,6 +407,9 @@ class Queue:
         except BaseException:
             self._rollback()
             raise
+        # the mark, right after the commit and before anything is sent (agent.queue.mark)
+        self._file.mark.add(next_seq=first + len(rows), depth=len(rows) - deleted,
+                            dropped=dropped)
         self._drops.saved(dropped)
         self._tail.remember(first, rows, tag)
         return int(first)
@@ -471,6 +479,7 @@ class Queue:
         except BaseException:
             self._rollback()
             raise
+        self._file.mark.add(depth=-deleted, **({counter: deleted} if counter else {}))
         return deleted
 
     @contextlib.contextmanager

@@ -56,6 +56,7 @@ def snapshot(view: AgentView) -> dict[str, Any]:
             "bytes": q.bytes,
             "evicted": q.evicted,
             "dropped": q.dropped,
+            "lost": q.lost,
             "pending": q.pending,
             "moved_aside": list(q.moved_aside),
         },

@@ -4,7 +4,8 @@ Everything comes from state the core already keeps (`agent.service.view`): the h
 (queue, uplink, clock, disk), each device's `DeviceRecent` counters (polls, readings by quality,
 poll errors by kind, readings queued, Modbus requests) and the forwarder's `PublishStats`
 (readings acknowledged per device, publish->PUBACK latency histogram). Counters restart at zero
-with the agent, except `edge_agent_queue_evicted_total`, which the queue keeps across restarts.
+with the agent, except the queue's evicted, dropped and lost totals, which the queue keeps across
+restarts.
 Writing the format directly (about 80 lines) is smaller than depending on prometheus_client; the
 tests parse the output with prometheus_client's parser.
 """
@@ -105,6 +106,9 @@ def render(view: AgentView, snap: dict[str, Any]) -> str:
                "bound, since the queue was created.", [({}, q["evicted"])])
     out.family("edge_agent_queue_dropped_total", "counter", "Readings never written.",
                [({}, q["dropped"])])
+    out.family("edge_agent_queue_lost_total", "counter", "Committed readings gone with the "
+               "queue file's past (its WAL removed, an older copy restored), since the queue "
+               "was created.", [({}, q["lost"])])
 
     out.family("edge_agent_uplink_connected", "gauge", "1 while connected to the broker.",
                [({}, up["connected"])])

@@ -42,6 +42,9 @@ from agent.uplink.publisher import Publisher
 from drivers import registry
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+FORWARDER_STOP_WAIT = 5.0
+"""Seconds a stop waits for the forwarder (its 2 s grace for PUBACKs, and a read the disk may
+hold up) before it goes on: the queue's close must still count what is in memory in time."""
 
 
 class Agent:
@@ -154,14 +157,22 @@ class Agent:
         self.status_page.stop()
         self.health.stop()
         self.scheduler.stop()
-        self.forwarder.stop(grace=2.0)
+        # (on its own thread: a forwarder reading a backlog from a frozen disk waits for it)
+        forwarder = threading.Thread(target=self.forwarder.stop, kwargs={"grace": 2.0},
+                                     name="forwarder-stop", daemon=True)
+        forwarder.start()
+        forwarder.join(FORWARDER_STOP_WAIT)
+        if forwarder.is_alive():
+            self._log.warning("forwarder still waiting for the queue's disk; stopping without it",
+                              waited_s=FORWARDER_STOP_WAIT)
         self.health.final()  # sent before `offline`, which publisher.stop waits for
         self.publisher.stop()
         self.queue.close()
         stats = self.queue.stats()  # as closed
         self.status_file.write(self, "stopped")
         self._log.info("agent stopped", published=self.forwarder.published,
-                       left_queued=stats.depth, pending=stats.pending, dropped=stats.dropped)
+                       left_queued=stats.depth, pending=stats.pending, dropped=stats.dropped,
+                       lost=stats.lost)
 
     # agent.service.view.AgentView: what the readers may see, read when they ask
     @property

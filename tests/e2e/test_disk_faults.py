@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
@@ -23,7 +24,7 @@ import structlog
 
 import agent.queue.store as queue_mod
 from agent.config.load import load_config
-from agent.service import health
+from agent.service import health, systemd
 from agent.service.runtime import Agent
 from agent.sim.broker import LocalBroker, free_port
 from agent.sim.modbus import ModbusSimulator
@@ -66,6 +67,14 @@ def get(port: int, path: str, timeout: float = 5.0) -> tuple[bytes, float]:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=timeout) as r:
         body = r.read()
     return body, time.monotonic() - t0
+
+
+def answer(port: int, path: str) -> bytes | None:
+    """The status page's answer, None while it does not serve (yet)."""
+    try:
+        return get(port, path)[0]
+    except OSError:
+        return None
 
 
 def metric(text: bytes, name: str) -> float:
@@ -143,11 +152,13 @@ def test_a_frozen_disk_stops_neither_polling_nor_the_status_page(
     answers: list[float] = []
     try:
         wait_until(lambda: agent.queue.stats().next_seq > 20, what="readings committed")
-        frozen = threading.Event()
+        armed, frozen = threading.Event(), threading.Event()
+        armed.set()
 
         def freeze_after_a_commit() -> None:  # before anything read it: a read must then wait
             agent.forwarder.notify()
-            if not frozen.is_set():
+            if armed.is_set():  # (the committer's thread: the only caller)
+                armed.clear()
                 freeze(ext4)  # every write stalls, as on an SD card that stops answering
                 frozen.set()
 
@@ -160,9 +171,13 @@ def test_a_frozen_disk_stops_neither_polling_nor_the_status_page(
                 answers += [took, get(page, "/metrics", timeout=4)[1]]
                 time.sleep(0.3)
             polls_while_frozen = runner.polls - before
+            stuck = systemd.stalled(agent, 3.0)  # what the watchdog would see
         finally:
+            armed.clear()
+            agent.queue.set_listener(agent.forwarder.notify)
             unfreeze(ext4)
             thawed_at = time.time()
+        assert not stuck, "systemd's watchdog would take the agent for hung and kill it"
         assert max(answers) < 2.0, f"the status page took {max(answers):.1f} s to answer"
         assert json.loads(body)["queue"]["pending"] > 0, "it shows what waits in memory"
         assert polls_while_frozen > 6.0 / 0.02 / 3, "polling went on"
@@ -218,3 +233,48 @@ def test_sigterm_on_a_frozen_disk_stops_in_bounded_time_and_counts_what_it_held(
     drops = [e for e in log_lines(err) if e["event"] == "queue readings dropped"]
     assert drops and "not responding" in drops[-1]["cause"]
     assert sum(e["count"] for e in drops) == final["dropped"]
+
+
+def test_a_removed_wal_then_kill_9_is_a_counted_loss_and_seqs_go_on(
+        tmp_path: Path, plc: ModbusSimulator) -> None:
+    db, page = tmp_path / "queue.db", free_port()
+    cfg = config(tmp_path, free_port(), plc, db, page)  # no broker there: all stays queued
+    first = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(cfg)], stderr=subprocess.DEVNULL)
+    wait_until(lambda: next_seq_in(db) > 50, timeout=20, what="a first run's readings")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(30) == 0
+    kept = next_seq_in(db)  # closed cleanly: the file holds seqs below `kept`
+    second = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(cfg)], stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: next_seq_in(db) > kept + 50, timeout=20, what="the second run")
+        Path(f"{db}-wal").unlink()  # someone removes the WAL while it runs
+        time.sleep(1.0)  # the agent goes on committing, into the removed WAL
+    finally:
+        second.send_signal(signal.SIGKILL)
+        second.wait()
+    third = subprocess.Popen([*EDGE_AGENT, "run", "-c", str(cfg)], stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        text = wait_until(lambda: answer(page, "/metrics"), timeout=20, what="the third run")
+        health = json.loads(wait_until(lambda: answer(page, "/status.json")))["queue"]
+        begun = next_seq_in(db)
+        wait_until(lambda: next_seq_in(db) > begun + 10, what="the third run to poll")
+        third.send_signal(signal.SIGTERM)
+        _, err = third.communicate(timeout=30)
+    finally:
+        if third.poll() is None:
+            third.kill()
+    assert third.returncode == 0, err
+    (gone,) = [e for e in log_lines(err)
+               if e["event"] == "queue file went back: committed readings lost"]
+    assert gone["seqs_from"] == kept and gone["seqs_to"] > kept + 50
+    assert gone["at_most"] == gone["seqs_to"] - kept + 1, "nothing was delivered: all of them"
+    con = sqlite3.connect(db)
+    new = con.execute("SELECT min(seq) FROM readings WHERE seq >= ?", (kept,)).fetchone()[0]
+    lost = con.execute("SELECT value FROM meta WHERE key = 'lost'").fetchone()[0]
+    con.close()
+    assert new > gone["seqs_to"], "seqs continue above every seq issued"
+    assert lost == gone["at_most"] == health["lost"] == metric(text, "edge_agent_queue_lost_total")
+    shown = subprocess.run([*EDGE_AGENT, "queue", "-c", str(cfg)], capture_output=True,
+                           text=True, check=True).stdout
+    assert f"lost       {lost:,}" in shown
