@@ -54,13 +54,14 @@ def next_due(due: float, interval: float, now: float) -> float:
 
 def next_aligned(after: float, interval: float, utcoffset: UtcOffset = local_utcoffset) -> float:
     """The first wall-clock time after `after` (epoch s) that is a whole multiple of `interval`
-    in local time (`t + utcoffset(t)`)."""
+    in local time (`t + utcoffset(t)`); when the clock skips that multiple (a DST change at
+    midnight), the instant it skips to, so a daily read is late by the hour, never missed."""
     off = utcoffset(after)
     t = (math.floor((after + off) / interval) + 1) * interval - off
     if (changed := utcoffset(t)) != off:  # a DST change between `after` and t: its new offset
-        t = (math.floor((after + changed) / interval) + 1) * interval - changed
-        if utcoffset(t) != changed:  # t is still before the change: the next multiple is not
-            t += interval
+        old, t = t, (math.floor((after + changed) / interval) + 1) * interval - changed
+        if utcoffset(t) != changed:  # the multiple fell in the hour the clock skipped (Santiago
+            t = old  # jumps from 00:00 to 01:00): the change itself, the day's first instant
     return t if t > after else t + interval  # float rounding at a multiple
 
 

@@ -128,7 +128,8 @@ def test_aligned_across_dst_changes(name: str, data: st.DataObject, interval: fl
     after = data.draw(st.sampled_from(near)) + data.draw(st.floats(-2 * 86_400, 2 * 86_400))
     t = next_aligned(after, interval, off)
     assert t > after
-    assert on_grid(t + off(t), 0.0, interval)
+    skipped = off(t - 1) != off(t) and on_grid(t + off(t - 1), 0.0, interval)  # Santiago
+    assert on_grid(t + off(t), 0.0, interval) or skipped
     assert t - after <= interval + 3600 + 1e-6
     for o in {off(after), off(t)}:  # every earlier multiple of either offset is not aligned
         g = (math.floor((after + o) / interval) + 1) * interval - o
@@ -187,3 +188,12 @@ def test_steps_and_the_local_offset() -> None:
     assert stepped(1000.0, 1000.0 + WEEK) and stepped(1000.0, 940.0)
     assert local_utcoffset(1.8e9) == datetime.fromtimestamp(1.8e9).astimezone().utcoffset(
     ).total_seconds()  # type: ignore[union-attr]
+
+
+def test_a_daily_read_on_a_day_without_midnight_comes_at_the_days_first_instant() -> None:
+    """Santiago's clock jumps from 00:00 to 01:00: the read comes at 01:00, not a day later."""
+    off = ZONES["America/Santiago"]
+    spring = next(t for t in transitions("America/Santiago") if off(t) > off(t - 120))
+    change = spring - 120 + next(s for s in range(0, 121) if off(spring - 120 + s) == off(spring))
+    t = next_aligned(change - 3601, 86_400, off)
+    assert abs(t - change) <= 60 and t - (change - 3601) < 86_400
