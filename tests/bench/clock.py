@@ -15,8 +15,6 @@ of CPU and 57 MB walking 604,800 missed runs per device (NOTES.md).
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import tempfile
 import time
 from itertools import pairwise
@@ -28,42 +26,13 @@ from agent.core.model import now_ms
 from agent.polling.runner import DeviceRunner
 from agent.polling.scheduler import Scheduler
 from agent.queue.store import Queue
-from agent.sim.broker import free_port
 from drivers import registry
-from tests.bench.common import ROOT, BenchError
+from tests.bench.throughput import ServerProcess
 from tests.support import modbus_device
 
 DEVICES, INTERVAL = 5, 1.0
 STEPS_MS = (7 * 86_400_000, -60_000)
 TARGET_GAP = 1.1
-
-
-class ModbusServer:
-    """A pymodbus TCP server (agent.sim.modbus) in a child process, so that serving does not
-    count as the agent's CPU; stopped by closing its stdin."""
-
-    def __enter__(self) -> int:
-        self.port = free_port()
-        code = ("import sys; from agent.sim.modbus import ModbusSimulator; "
-                f"s = ModbusSimulator({self.port}); s.start(); print('up', flush=True); "
-                "sys.stdin.read(); s.stop()")
-        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, cwd=ROOT)
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != b"up":
-            self.proc.kill()
-            self.proc.wait()
-            raise BenchError("the Modbus server process did not start")
-        return self.port
-
-    def __exit__(self, *_: object) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
 
 
 def _runner(name: str, port: int, queue: Queue, starts: list[float],
@@ -91,7 +60,7 @@ def shortest_gap(starts: list[float]) -> float:
 def clock(quick: bool) -> dict[str, Any]:
     seconds = 9.0 if quick else 20.0
     wall = ManualClock(now_ms(), synced=True)
-    with ModbusServer() as port, tempfile.TemporaryDirectory() as tmp:
+    with ServerProcess() as port, tempfile.TemporaryDirectory() as tmp:
         use(wall)  # the readings are stamped on the stepped clock too, as on a gateway
         queue = Queue(Path(tmp) / "q.db")
         starts: dict[str, list[float]] = {f"plc-{i}": [] for i in range(DEVICES)}
