@@ -15,6 +15,7 @@ from agent.config.load import load_config
 from agent.service.runtime import Agent
 from agent.sim.broker import LocalBroker, find_mosquitto, free_port
 from agent.sim.modbus import ModbusSimulator
+from tests.peers.disk import mount_ext4, unmount_ext4
 from tests.support import Collector, RunAgent, modbus_device, write_config
 
 # Hypothesis's per-example deadline is a timing assertion: on a loaded 2-core CI machine it
@@ -75,3 +76,13 @@ def run_agent(tmp_path: Path, plc: ModbusSimulator) -> Iterator[RunAgent]:
     for a in agents:
         a.stop()
 
+
+@pytest.fixture
+def ext4(tmp_path: Path) -> Iterator[Path]:
+    """A 32 MB ext4 on a loop device (errors=remount-ro), unmounted (and thawed) afterwards."""
+    mnt = tmp_path / "disk"
+    mount_ext4(tmp_path / "disk.img", mnt)
+    try:
+        yield mnt
+    finally:
+        unmount_ext4(mnt)

@@ -15,7 +15,6 @@ import subprocess
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,7 @@ from agent.service import health, systemd
 from agent.service.runtime import Agent
 from agent.sim.broker import LocalBroker, free_port
 from agent.sim.modbus import ModbusSimulator
-from tests.peers.disk import freeze, make_read_only, mount_ext4, unfreeze, unmount_ext4
+from tests.peers.disk import freeze, make_read_only, unfreeze
 from tests.support import (
     EDGE_AGENT,
     Collector,
@@ -37,16 +36,6 @@ from tests.support import (
     wait_until,
     write_config,
 )
-
-
-@pytest.fixture
-def ext4(tmp_path: Path) -> Iterator[Path]:
-    mnt = tmp_path / "disk"
-    mount_ext4(tmp_path / "disk.img", mnt)
-    try:
-        yield mnt
-    finally:
-        unmount_ext4(mnt)
 
 
 def config(tmp_path: Path, broker_port: int, plc: ModbusSimulator, queue: Path,

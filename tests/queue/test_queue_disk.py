@@ -14,7 +14,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +24,7 @@ import structlog
 import agent.queue.store as queue_mod
 from agent.core.model import Reading, now_ms
 from agent.queue import Limits, Queue
-from tests.peers.disk import freeze, make_read_only, mount_ext4, unfreeze, unmount_ext4
+from tests.peers.disk import freeze, make_read_only, unfreeze, unmount_ext4
 from tests.support import ROOT
 
 T = TypeVar("T")
@@ -40,17 +40,6 @@ def poll(n: int, device: str = "d", first: int = 0) -> list[Reading]:
 
 def values(q: Queue) -> list[float]:
     return [float(r.reading.value) for r in q.peek(0, 10**9)]  # type: ignore[arg-type]
-
-
-@pytest.fixture
-def ext4(tmp_path: Path) -> Iterator[Path]:
-    """A 32 MB ext4 on a loop device (errors=remount-ro), unmounted (and thawed) afterwards."""
-    mnt = tmp_path / "disk"
-    mount_ext4(tmp_path / "disk.img", mnt)
-    try:
-        yield mnt
-    finally:
-        unmount_ext4(mnt)
 
 
 def timed(fn: Callable[[], T], limit: float) -> tuple[T, float]:

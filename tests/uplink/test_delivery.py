@@ -35,6 +35,13 @@ def _broker(tmp_path: Path, acl: str, *extra: str) -> tuple[LocalBroker, Path]:
     return broker, path
 
 
+def _password(tmp_path: Path) -> Path:
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-gw\n")
+    secret.chmod(0o600)
+    return secret
+
+
 def _contiguous(seqs: set[int]) -> bool:
     return bool(seqs) and seqs == set(range(1, max(seqs) + 1))
 
@@ -43,9 +50,7 @@ def test_under_3_1_1_a_broker_that_drops_what_it_acknowledges_loses_nothing(
         tmp_path: Path, run_agent: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(delivery, "ECHO_TIMEOUT", 1.0)
     monkeypatch.setattr(delivery, "PROBE_AFTER", 0.1)
-    secret = tmp_path / "pw"
-    secret.write_text("s3cret-gw\n")
-    secret.chmod(0o600)
+    secret = _password(tmp_path)
     broker, acl = _broker(tmp_path, WRONG_ACL)
     platform = Collector(broker.port, username="platform", password="p")
     try:
@@ -74,9 +79,7 @@ def test_under_3_1_1_a_broker_that_drops_what_it_acknowledges_loses_nothing(
 
 def test_under_5_a_refusal_keeps_the_readings_and_says_why(
         tmp_path: Path, run_agent: Any) -> None:
-    secret = tmp_path / "pw"
-    secret.write_text("s3cret-gw\n")
-    secret.chmod(0o600)
+    secret = _password(tmp_path)
     broker, acl = _broker(tmp_path, WRONG_ACL)
     platform = Collector(broker.port, username="platform", password="p")
     try:
